@@ -1,0 +1,88 @@
+// Layered resolution: global > session > builtin > default deny. Inside a layer the most
+// specific rule wins and deny beats allow at equal specificity (see RuleIndex/outranks).
+import { ipDestination, type Destination, type IpAddress } from './host.js';
+import type { Action, CompiledRule, Layer, RuleRecord } from './rules.js';
+import type { LearningSource, PolicyState, SessionEntry } from './state.js';
+
+export type Reason = 'rule' | 'default_deny' | 'learning' | 'address_denied';
+
+export interface Outcome {
+  readonly action: Action;
+  readonly layer: Layer | null;
+  readonly rule: RuleRecord | null;
+}
+
+export interface Verdict extends Outcome {
+  readonly reason: Reason;
+  /** The container's current session (the one whose rules counted), if any. */
+  readonly sessionId: string | null;
+  readonly learning: LearningSource | null;
+  /** In learning mode, what the decision would have been without it. */
+  readonly wouldBe: Outcome | null;
+}
+
+/** Who is asking, resolved once per connection attempt. */
+export interface Subject {
+  readonly container: string;
+  readonly session: SessionEntry | null;
+  readonly learning: LearningSource | null;
+}
+
+const DEFAULT_DENY: Outcome = Object.freeze({ action: 'deny', layer: null, rule: null });
+
+export function subjectFor(state: PolicyState, container: string, now: number): Subject {
+  const session = state.currentSession(container, now);
+  return { container, session, learning: state.learningSource(container, session, now) };
+}
+
+function outcome(rule: CompiledRule, layer: Layer): Outcome {
+  return { action: rule.record.action, layer, rule: rule.record };
+}
+
+/** The layered outcome ignoring learning mode. */
+export function resolve(state: PolicyState, subject: Subject, dest: Destination, port: number, now: number): Outcome {
+  const c = subject.container;
+  const g = state.global.lookup(c, dest, port, now);
+  if (g) return outcome(g, 'global');
+  const s = subject.session?.rules.lookup(c, dest, port, now);
+  if (s) return outcome(s, 'session');
+  const b = state.builtin.lookup(c, dest, port, now);
+  if (b) return outcome(b, 'builtin');
+  return DEFAULT_DENY;
+}
+
+/** The decision for a destination as requested (hostname or IP literal). */
+export function decide(state: PolicyState, subject: Subject, dest: Destination, port: number, now: number): Verdict {
+  const base = resolve(state, subject, dest, port, now);
+  const sessionId = subject.session?.record.id ?? null;
+  if (subject.learning === null || base.action === 'allow' || base.layer === 'global') {
+    // Outside learning mode, or learning changes nothing: an allow stands, and a global
+    // deny is the operator's guardrail that learning mode never lifts.
+    return {
+      ...base,
+      reason: base.rule ? 'rule' : 'default_deny',
+      sessionId,
+      learning: subject.learning,
+      wouldBe: null,
+    };
+  }
+  return { action: 'allow', layer: null, rule: null, reason: 'learning', sessionId, learning: subject.learning, wouldBe: base };
+}
+
+/**
+ * Whether an address a hostname resolved to is blocked by an IP/CIDR rule, resolved in
+ * layers like a request for that IP literal would be (so a hostname can never reach a
+ * network the rules deny by address). Returns the denying outcome, or null if it may be dialled.
+ */
+export function addressDenial(state: PolicyState, subject: Subject, ip: IpAddress, port: number, now: number): Outcome | null {
+  const dest = ipDestination(ip);
+  const c = subject.container;
+  const opts = { addressRulesOnly: true } as const;
+  const g = state.global.lookup(c, dest, port, now, opts);
+  if (g) return g.deny ? outcome(g, 'global') : null;
+  if (subject.learning !== null) return null; // learning mode: only global rules can deny
+  const s = subject.session?.rules.lookup(c, dest, port, now, opts);
+  if (s) return s.deny ? outcome(s, 'session') : null;
+  const b = state.builtin.lookup(c, dest, port, now, opts);
+  return b?.deny ? outcome(b, 'builtin') : null;
+}
