@@ -2,6 +2,7 @@
 // address, absolute URL host). Every spelling of the same address must come out
 // identical, or an IP/CIDR rule could be walked around by writing the address another way.
 import ipaddr from 'ipaddr.js';
+import { isIPv6 } from 'node:net';
 import { domainToASCII } from 'node:url';
 
 export type IpAddress = ipaddr.IPv4 | ipaddr.IPv6;
@@ -44,20 +45,14 @@ export function parseHost(raw: string): Destination {
   let text = raw;
   if (text.startsWith('[')) {
     if (!text.endsWith(']')) throw new HostError('unterminated IPv6 literal');
-    text = text.slice(1, -1);
-    if (text.includes('%')) throw new HostError('IPv6 zone ids are not allowed');
-    if (!ipaddr.IPv6.isValid(text)) throw new HostError('invalid IPv6 literal');
-    return ipDestination(ipaddr.IPv6.parse(text));
+    return ipDestination(parseIpv6(text.slice(1, -1)));
   }
-  if (text.includes(':')) {
-    if (text.includes('%')) throw new HostError('IPv6 zone ids are not allowed');
-    if (!ipaddr.IPv6.isValid(text)) throw new HostError('invalid host');
-    return ipDestination(ipaddr.IPv6.parse(text));
-  }
+  if (text.includes(':')) return ipDestination(parseIpv6(text));
   if (FORBIDDEN.test(text)) throw new HostError('host contains a forbidden character');
-  if (text.endsWith('.')) text = text.slice(0, -1);
-  // domainToASCII applies IDNA (punycode, case folding) and the WHATWG IPv4 number parser.
-  const ascii = domainToASCII(text);
+  // domainToASCII applies IDNA (punycode, case folding, full-width dots) and the WHATWG
+  // IPv4 number parser; the trailing root dot is dropped only afterwards, whatever its spelling.
+  let ascii = domainToASCII(text);
+  if (ascii.endsWith('.')) ascii = ascii.slice(0, -1);
   if (ascii === '') throw new HostError('invalid host name');
   if (ipaddr.IPv4.isValidFourPartDecimal(ascii)) return ipDestination(ipaddr.IPv4.parse(ascii));
   if (ascii.length > MAX_HOST_LENGTH) throw new HostError('host is too long');
@@ -73,6 +68,23 @@ export function parseHost(raw: string): Destination {
   return { kind: 'host', host: ascii };
 }
 
+/**
+ * Strict IPv6 literal. ipaddr.js alone would read `::127.0.0.1` as IPv4-mapped and accept
+ * hex/octal in an embedded IPv4 tail; the WHATWG URL parser implements the standard
+ * grammar, so it canonicalises first and ipaddr.js parses its output.
+ */
+export function parseIpv6(text: string): ipaddr.IPv6 {
+  if (text.includes('%')) throw new HostError('IPv6 zone ids are not allowed');
+  if (!isIPv6(text)) throw new HostError('invalid IPv6 address');
+  let canonical: string;
+  try {
+    canonical = new URL(`http://[${text}]/`).hostname.slice(1, -1);
+  } catch {
+    throw new HostError('invalid IPv6 address');
+  }
+  return ipaddr.IPv6.parse(canonical);
+}
+
 /** Parses `host:port` or `[v6]:port` as used by CONNECT. */
 export function parseAuthority(authority: string): { destination: Destination; port: number } {
   let hostPart: string;
@@ -86,6 +98,7 @@ export function parseAuthority(authority: string): { destination: Destination; p
     const colon = authority.lastIndexOf(':');
     if (colon < 0) throw new HostError('expected host:port');
     hostPart = authority.slice(0, colon);
+    if (hostPart.includes(':')) throw new HostError('an IPv6 address must be bracketed: [addr]:port');
     portPart = authority.slice(colon + 1);
   }
   return { destination: parseHost(hostPart), port: parsePort(portPart) };

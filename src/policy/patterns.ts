@@ -1,6 +1,6 @@
 // Rule patterns: parsing (rejecting anything ambiguous) and their specificity ranks.
 import ipaddr from 'ipaddr.js';
-import { HostError, normaliseIp, parseHost, type Destination, type IpAddress } from './host.js';
+import { HostError, normaliseIp, parseHost, parseIpv6, type Destination, type IpAddress } from './host.js';
 
 export class PatternError extends Error {}
 
@@ -81,13 +81,7 @@ export function parseDestinationPattern(input: string): ParsedDestinationPattern
   if (pattern.includes('*')) throw new PatternError('"*" is only allowed alone or as the leading label (*.example.com, **.example.com)');
 
   if (pattern.includes('/')) {
-    let parsed: [IpAddress, number];
-    try {
-      parsed = ipaddr.parseCIDR(pattern);
-    } catch {
-      throw new PatternError('invalid CIDR (expected e.g. 10.0.0.0/8 or 2001:db8::/32)');
-    }
-    const [addr, prefix] = parsed;
+    const [addr, prefix] = parseCidr(pattern);
     const network = normaliseCidrNetwork(addr, prefix);
     if (network.prefix === (network.ip.kind() === 'ipv4' ? 32 : 128)) {
       const text = network.ip.toString();
@@ -102,6 +96,30 @@ export function parseDestinationPattern(input: string): ParsedDestinationPattern
   const dest = parseHostOrThrow(pattern);
   if (dest.kind === 'ip') return { matcher: { kind: 'ip', ip: dest.ip, text: dest.host }, canonical: dest.host };
   return { matcher: { kind: 'host', host: dest.host }, canonical: dest.host };
+}
+
+function parseCidr(pattern: string): [IpAddress, number] {
+  const bad = () => new PatternError('invalid CIDR (expected e.g. 10.0.0.0/8 or 2001:db8::/32)');
+  const slash = pattern.indexOf('/');
+  const addrText = pattern.slice(0, slash);
+  const prefixText = pattern.slice(slash + 1);
+  if (!/^[0-9]{1,3}$/.test(prefixText)) throw bad();
+  const prefix = Number(prefixText);
+  // The same strict address grammar as destinations: dotted-quad IPv4 or a standard IPv6 literal.
+  let addr: IpAddress;
+  if (addrText.includes(':')) {
+    try {
+      addr = parseIpv6(addrText);
+    } catch {
+      throw bad();
+    }
+  } else if (ipaddr.IPv4.isValidFourPartDecimal(addrText)) {
+    addr = ipaddr.IPv4.parse(addrText);
+  } else {
+    throw bad();
+  }
+  if (prefix > (addr.kind() === 'ipv4' ? 32 : 128)) throw bad();
+  return [addr, prefix];
 }
 
 function parseHostOrThrow(text: string): Destination {

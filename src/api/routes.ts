@@ -1,0 +1,78 @@
+// Route table of the control API. Handlers only parse input and call the control plane.
+import type { FastifyInstance } from 'fastify';
+import { z } from 'zod';
+import { describeOutcome } from '../proxy/outcomes.js';
+import type { Gate } from '../proxy/gate.js';
+import type { Control } from '../control/control.js';
+import { ruleJson } from '../control/control.js';
+import {
+  checkSchema,
+  learningSchema,
+  nameSchema,
+  ruleCreateSchema,
+  ruleIdSchema,
+  ruleListQuerySchema,
+  rulePatchSchema,
+  sessionCreateSchema,
+} from '../control/schemas.js';
+import { parseInput } from './input.js';
+
+export interface RouteDeps {
+  readonly control: Control;
+  readonly gate: Gate;
+}
+
+const idParams = z.object({ id: nameSchema });
+const ruleParams = z.object({ id: ruleIdSchema });
+const nameParams = z.object({ name: nameSchema });
+
+export function registerRoutes(app: FastifyInstance, { control, gate }: RouteDeps): void {
+  app.post('/api/sessions', async (req) => control.createSession(parseInput(sessionCreateSchema, req.body, '')));
+  app.get('/api/sessions', async () => control.listSessions());
+  app.get('/api/sessions/:id', async (req) => control.getSession(parseInput(idParams, req.params, 'path').id));
+  app.post('/api/sessions/:id/heartbeat', async (req) => control.heartbeat(parseInput(idParams, req.params, 'path').id));
+  app.delete('/api/sessions/:id', async (req) => control.deleteSession(parseInput(idParams, req.params, 'path').id));
+
+  app.get('/api/rules', async (req) => control.listRules(parseInput(ruleListQuerySchema, req.query, 'query')));
+  app.post('/api/rules', async (req) => control.createRule(parseInput(ruleCreateSchema, req.body, '')));
+  app.get('/api/rules/:id', async (req) => control.getRule(parseInput(ruleParams, req.params, 'path').id));
+  app.patch('/api/rules/:id', async (req) => control.updateRule(parseInput(ruleParams, req.params, 'path').id, parseInput(rulePatchSchema, req.body, '')));
+  app.delete('/api/rules/:id', async (req) => control.deleteRule(parseInput(ruleParams, req.params, 'path').id));
+
+  app.get('/api/containers', async () => control.containers());
+  app.get('/api/containers/:name', async (req) => control.container(parseInput(nameParams, req.params, 'path').name));
+  app.put('/api/containers/:name/learning', async (req) =>
+    control.setLearning(parseInput(nameParams, req.params, 'path').name, parseInput(learningSchema, req.body, '')),
+  );
+
+  // The same evaluation the proxy runs before dialling, minus the connection.
+  app.post('/api/check', async (req) => {
+    const input = parseInput(checkSchema, req.body, '');
+    const e = await gate.evaluate(input.container_name, input.destination, input.port, input.resolve);
+    if (e.kind === 'bad_request') return { decision: 'deny', layer: null, rule: null, reason: 'bad_request', explanation: e.detail };
+    const v = e.verdict;
+    const base = {
+      destination: e.destination.host,
+      port: input.port,
+      session_id: v.sessionId,
+      learning: v.learning,
+      would_be: v.wouldBe ? { decision: v.wouldBe.action, layer: v.wouldBe.layer, rule: v.wouldBe.rule ? ruleJson(v.wouldBe.rule) : null } : null,
+    };
+    switch (e.kind) {
+      case 'denied':
+        return { decision: 'deny', layer: e.outcome.layer, rule: e.outcome.rule ? ruleJson(e.outcome.rule) : null, reason: e.reason, explanation: e.failure.detail, ...base };
+      case 'unresolved':
+        return { decision: v.action, layer: v.layer, rule: v.rule ? ruleJson(v.rule) : null, reason: v.reason, explanation: e.failure.detail, dns_error: e.failure.kind, ...base };
+      case 'allowed':
+        return {
+          decision: 'allow',
+          layer: v.layer,
+          rule: v.rule ? ruleJson(v.rule) : null,
+          reason: v.reason,
+          explanation: v.reason === 'learning' ? 'learning mode: allowed and recorded' : describeOutcome(v),
+          addresses: e.addresses.map((a) => a.toString()),
+          ...base,
+        };
+    }
+  });
+}

@@ -1,0 +1,61 @@
+// The control API: fastify for routing and body handling, zod for every input, and one
+// error shape ({error, details}) for everything that goes wrong.
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import type { Logger } from 'pino';
+import { safeEqual } from '../identity/tokens.js';
+import { ControlError } from '../control/control.js';
+import { BadInput } from './input.js';
+import { registerRoutes, type RouteDeps } from './routes.js';
+
+export interface ApiOptions extends RouteDeps {
+  readonly token: string;
+  readonly maxBodyBytes: number;
+  readonly logger: Logger;
+  /** Extra fields for /healthz (store state, open tunnels...). */
+  readonly health: () => Record<string, unknown>;
+}
+
+export function createApiServer(opts: ApiOptions): FastifyInstance {
+  const app = Fastify({
+    // Requests are not logged one by one; failures are logged by the error handler.
+    logger: false,
+    bodyLimit: opts.maxBodyBytes,
+    // Deeply nested JSON is rejected by the parser's own limits rather than recursing.
+    onProtoPoisoning: 'error',
+    onConstructorPoisoning: 'error',
+    return503OnClosing: true,
+    forceCloseConnections: true,
+    routerOptions: { maxParamLength: 256 },
+  });
+
+  app.get('/healthz', async () => ({ status: 'ok', ...opts.health() }));
+
+  app.addHook('onRequest', async (req: FastifyRequest, reply: FastifyReply) => {
+    if (!req.url.startsWith('/api/') && req.url !== '/api') return;
+    const header = req.headers.authorization ?? '';
+    const m = /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(header);
+    if (!m || !safeEqual(m[1]!, opts.token)) {
+      reply.header('WWW-Authenticate', 'Bearer realm="sluice"');
+      await reply.code(401).send({ error: 'missing or invalid API token', details: ['send Authorization: Bearer <token>'] });
+    }
+  });
+
+  app.setNotFoundHandler((req, reply) => {
+    void reply.code(404).send({ error: 'not found', details: [`no route for ${req.method} ${req.url.split('?')[0]}`] });
+  });
+
+  app.setErrorHandler((err: Error & { statusCode?: number; code?: string }, _req, reply) => {
+    if (err instanceof BadInput) return reply.code(400).send({ error: 'invalid request', details: err.details });
+    if (err instanceof ControlError) return reply.code(err.status).send({ error: err.message, details: err.details });
+    const status = err.statusCode ?? 500;
+    if (status >= 500) {
+      opts.logger.error({ err }, 'api error');
+      return reply.code(500).send({ error: 'internal error', details: [] });
+    }
+    // fastify's own 4xx: malformed JSON, body too large (413), wrong content type (415).
+    return reply.code(status).send({ error: err.message, details: err.code ? [err.code] : [] });
+  });
+
+  registerRoutes(app, opts);
+  return app;
+}

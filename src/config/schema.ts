@@ -1,0 +1,81 @@
+// The one description of sluice's configuration. File, environment and flags are merged
+// (in that order of precedence, lowest first) and then validated here.
+import { z } from 'zod';
+
+/** `host:port` or `[v6]:port`; the host is a literal address to bind (no DNS at start-up). */
+export const listenAddress = z
+  .string()
+  .regex(/^(\[[0-9A-Fa-f:.]+\]|[0-9.]+|localhost):[0-9]{1,5}$/, 'expected HOST:PORT, e.g. 127.0.0.1:3128 or [::1]:3128')
+  .refine((s) => {
+    const port = Number(s.slice(s.lastIndexOf(':') + 1));
+    return port >= 0 && port <= 65535;
+  }, 'port must be 0-65535');
+
+const ms = (def: number) => z.number().int().min(0).max(86_400_000).default(def);
+
+export const configSchema = z
+  .object({
+    data_dir: z.string().min(1).default('./data'),
+    listen: z
+      .object({
+        /** HTTP proxy listener; it also accepts SOCKS (the first byte decides). */
+        http: listenAddress.default('127.0.0.1:3128'),
+        /** SOCKS listener; it also accepts HTTP. */
+        socks: listenAddress.default('127.0.0.1:1080'),
+        api: listenAddress.default('127.0.0.1:9080'),
+      })
+      .strict()
+      .prefault({}),
+    /** Host written into the proxy URLs the API hands out; defaults to the listener's host. */
+    advertise_host: z.string().min(1).optional(),
+    /** Bearer token for /api; else SLUICE_API_TOKEN, else generated into <data_dir>/api-token. */
+    api_token: z.string().min(16, 'api_token must be at least 16 characters').optional(),
+    /**
+     * `credentials`: username = container, password = that container's session token.
+     * `username`: trust the username alone (for launchers that send `container:anything`).
+     */
+    identity: z.enum(['credentials', 'username']).default('credentials'),
+    timeouts: z
+      .object({
+        connect_ms: ms(10_000),
+        dns_ms: ms(5_000),
+        /** Time allowed for a client to send its request headers or SOCKS handshake. */
+        handshake_ms: ms(10_000),
+        /** Close a tunnel after this long without bytes in either direction; 0 disables. */
+        idle_ms: ms(0),
+        /** On SIGTERM/SIGINT, how long open tunnels may drain before they are cut. */
+        shutdown_grace_ms: ms(10_000),
+      })
+      .strict()
+      .prefault({}),
+    sessions: z
+      .object({
+        default_ttl_seconds: z.number().int().min(1).max(86_400).default(900),
+        sweep_interval_ms: z.number().int().min(50).max(3_600_000).default(1_000),
+        max_rules_per_session: z.number().int().min(1).max(100_000).default(1_000),
+      })
+      .strict()
+      .prefault({}),
+    limits: z
+      .object({
+        /** Largest request head (request line + headers) the HTTP proxy reads; larger gets 431. */
+        max_header_bytes: z.number().int().min(1024).max(1_048_576).default(16_384),
+        /** Largest API request body; larger gets 413. */
+        max_api_body_bytes: z.number().int().min(1024).max(64 * 1_048_576).default(1_048_576),
+      })
+      .strict()
+      .prefault({}),
+    log: z
+      .object({
+        level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
+        /** One log line per decision and per closed tunnel. */
+        decisions: z.boolean().default(true),
+      })
+      .strict()
+      .prefault({}),
+  })
+  .strict();
+
+export type Config = z.infer<typeof configSchema>;
+/** What a config file, env or flags may contain before defaults are applied. */
+export type ConfigInput = z.input<typeof configSchema>;

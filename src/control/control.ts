@@ -1,0 +1,341 @@
+// The control plane: every change goes to SQLite first and then into the in-memory
+// PolicyState, so the proxy sees it on its next decision without ever reading SQL.
+import { ipDestination, parseHost, HostError } from '../policy/host.js';
+import { PatternError } from '../policy/patterns.js';
+import { canonicalisePatterns, type RuleRecord } from '../policy/rules.js';
+import type { PolicyState, SessionEntry } from '../policy/state.js';
+import { deriveToken, hashToken, newNonce } from '../identity/tokens.js';
+import { SessionConflictError, type NewRule, type Store, type StoredSession } from '../store/store.js';
+import type { LearningInput, RuleCreate, RuleListQuery, RulePatch, SessionCreate } from './schemas.js';
+import { randomUUID } from 'node:crypto';
+
+export class ControlError extends Error {
+  constructor(
+    readonly status: 400 | 404 | 409,
+    message: string,
+    readonly details: string[] = [],
+  ) {
+    super(message);
+  }
+}
+
+/** Something that changed, for listeners that must react (audit, live revocation, events). */
+export type ChangeEvent =
+  | { type: 'session.created' | 'session.updated' | 'session.heartbeat' | 'session.deleted' | 'session.expired'; sessionId: string; container: string }
+  | { type: 'rule.created' | 'rule.updated' | 'rule.deleted'; rule: RuleRecord }
+  | { type: 'learning.changed'; container: string; enabled: boolean };
+
+export interface ControlOptions {
+  readonly defaultTtlSeconds: number;
+  readonly maxRulesPerSession: number;
+  readonly tokenSecret: Buffer;
+  /** Proxy URLs with credentials embedded, as a launcher passes them to the sandbox. */
+  readonly proxyUrls: (container: string, token: string) => { http: string; socks5: string };
+}
+
+const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString());
+
+export function ruleJson(r: RuleRecord) {
+  return {
+    id: r.id,
+    layer: r.layer,
+    session_id: r.sessionId,
+    container_pattern: r.containerPattern,
+    destination_pattern: r.destinationPattern,
+    port_pattern: r.portPattern,
+    action: r.action,
+    expires_at: iso(r.expiresAt),
+    notes: r.notes,
+    created_at: iso(r.createdAt),
+  };
+}
+
+function sessionJson(s: StoredSession | SessionEntry['record']) {
+  return {
+    session_id: s.id,
+    container_name: s.container,
+    created_at: iso(s.createdAt),
+    expires_at: iso(s.expiresAt),
+    ttl_seconds: s.ttlSeconds,
+    allow_all: s.allowAll,
+    source_ips: s.sourceIps,
+    metadata: s.metadata,
+  };
+}
+
+export class Control {
+  private readonly listeners: Array<(e: ChangeEvent) => void> = [];
+
+  constructor(
+    private readonly store: Store,
+    readonly state: PolicyState,
+    private readonly clock: () => number,
+    private readonly opts: ControlOptions,
+  ) {}
+
+  /** Fills the in-memory state from the store (start-up). */
+  load(): void {
+    for (const s of this.store.listSessions()) this.state.putSession(s, this.store.sessionRules(s.id));
+    for (const r of this.store.listRules()) if (r.layer !== 'session') this.state.putRule(r);
+    for (const sw of this.store.learningSwitches()) this.state.setLearning(sw);
+  }
+
+  onChange(listener: (e: ChangeEvent) => void): void {
+    this.listeners.push(listener);
+  }
+
+  private emit(e: ChangeEvent): void {
+    for (const l of this.listeners) l(e);
+  }
+
+  // ---- sessions ----
+
+  createSession(input: SessionCreate) {
+    const now = this.clock();
+    if (input.network_rules.length > this.opts.maxRulesPerSession) {
+      throw new ControlError(400, `a session may carry at most ${this.opts.maxRulesPerSession} rules (sessions.max_rules_per_session)`);
+    }
+    const errors: string[] = [];
+    const rules: Array<Omit<NewRule, 'layer' | 'sessionId'>> = [];
+    input.network_rules.forEach((r, i) => {
+      try {
+        const p = canonicalisePatterns({ containerPattern: input.container_name, destinationPattern: r.destination_pattern, portPattern: r.port_pattern });
+        rules.push({ ...p, action: r.action, expiresAt: null, notes: r.notes ?? null });
+      } catch (err) {
+        if (!(err instanceof PatternError)) throw err;
+        errors.push(`network_rules.${i}: ${err.message}`);
+      }
+    });
+    const sourceIps = input.source_ips.map((ip, i) => {
+      try {
+        const d = parseHost(ip);
+        if (d.kind === 'ip') return ipDestination(d.ip).host;
+      } catch (err) {
+        if (!(err instanceof HostError)) throw err;
+      }
+      errors.push(`source_ips.${i}: not an IP address`);
+      return '';
+    });
+    if (errors.length > 0) throw new ControlError(400, 'invalid session', errors);
+
+    const id = input.session_id ?? randomUUID();
+    const ttlSeconds = input.ttl_seconds ?? this.opts.defaultTtlSeconds;
+    const nonce = newNonce();
+    let result;
+    try {
+      result = this.store.upsertSession(
+        {
+          id,
+          container: input.container_name,
+          expiresAt: now + ttlSeconds * 1000,
+          ttlSeconds,
+          allowAll: input.allow_all,
+          sourceIps,
+          metadata: input.metadata ?? null,
+          tokenHash: hashToken(deriveToken(this.opts.tokenSecret, id, nonce)),
+          tokenNonce: nonce,
+        },
+        rules,
+        now,
+      );
+    } catch (err) {
+      if (err instanceof SessionConflictError) throw new ControlError(409, err.message);
+      throw err;
+    }
+    const { session } = result;
+    this.state.putSession(session, result.rules);
+    this.emit({ type: result.created ? 'session.created' : 'session.updated', sessionId: id, container: session.container });
+    const token = deriveToken(this.opts.tokenSecret, session.id, session.tokenNonce);
+    return {
+      session_id: session.id,
+      container_name: session.container,
+      created_at: iso(session.createdAt),
+      expires_at: iso(session.expiresAt),
+      rules_created: result.rules.length,
+      allow_all: session.allowAll,
+      proxy_token: token,
+      proxy: this.opts.proxyUrls(session.container, token),
+    };
+  }
+
+  heartbeat(id: string) {
+    const now = this.clock();
+    const entry = this.state.session(id);
+    if (!entry || entry.record.expiresAt <= now) throw new ControlError(404, 'session not found or expired');
+    const expiresAt = now + entry.record.ttlSeconds * 1000;
+    if (!this.store.touchSession(id, expiresAt, now)) throw new ControlError(404, 'session not found or expired');
+    this.state.touchSession(id, expiresAt);
+    this.emit({ type: 'session.heartbeat', sessionId: id, container: entry.record.container });
+    return { session_id: id, expires_at: iso(expiresAt) };
+  }
+
+  deleteSession(id: string) {
+    const entry = this.state.session(id);
+    const deleted = this.store.deleteSession(id);
+    this.state.deleteSession(id);
+    if (!deleted) throw new ControlError(404, 'session not found');
+    this.emit({ type: 'session.deleted', sessionId: id, container: entry?.record.container ?? '' });
+    return { session_id: id, deleted: true };
+  }
+
+  listSessions() {
+    const now = this.clock();
+    const sessions = [...this.state.allSessions()]
+      .filter((e) => e.record.expiresAt > now)
+      .sort((a, b) => a.record.seq - b.record.seq)
+      .map((e) => ({ ...sessionJson(e.record), rule_count: e.rules.size }));
+    return { sessions };
+  }
+
+  getSession(id: string) {
+    const entry = this.state.session(id);
+    if (!entry || entry.record.expiresAt <= this.clock()) throw new ControlError(404, 'session not found or expired');
+    const rules = [...entry.rules.rules()].map((r) => ruleJson(r.record)).sort((a, b) => a.id - b.id);
+    return { ...sessionJson(entry.record), rules };
+  }
+
+  // ---- rules ----
+
+  createRule(input: RuleCreate) {
+    const now = this.clock();
+    const patterns = this.canonical(input.container_pattern, input.destination_pattern, input.port_pattern);
+    const rule = this.store.insertRule(
+      {
+        layer: 'global',
+        sessionId: null,
+        ...patterns,
+        action: input.action,
+        expiresAt: input.expires_in_seconds === undefined ? null : now + input.expires_in_seconds * 1000,
+        notes: input.notes ?? null,
+      },
+      now,
+    );
+    this.state.putRule(rule);
+    this.emit({ type: 'rule.created', rule });
+    return ruleJson(rule);
+  }
+
+  updateRule(id: number, patch: RulePatch) {
+    const now = this.clock();
+    const current = this.editableRule(id);
+    const patterns = this.canonical(
+      patch.container_pattern ?? current.containerPattern,
+      patch.destination_pattern ?? current.destinationPattern,
+      patch.port_pattern ?? current.portPattern,
+    );
+    const expiresAt =
+      patch.expires_in_seconds === undefined ? current.expiresAt : patch.expires_in_seconds === null ? null : now + patch.expires_in_seconds * 1000;
+    const notes = patch.notes === undefined ? current.notes : patch.notes;
+    const rule = this.store.updateRule({ ...current, ...patterns, action: patch.action ?? current.action, expiresAt, notes }, now);
+    this.state.putRule(rule);
+    this.emit({ type: 'rule.updated', rule });
+    return ruleJson(rule);
+  }
+
+  deleteRule(id: number) {
+    const rule = this.editableRule(id);
+    this.store.deleteRule(id);
+    this.state.deleteRule(id);
+    this.emit({ type: 'rule.deleted', rule });
+    return { id, deleted: true };
+  }
+
+  getRule(id: number) {
+    const rule = this.store.getRule(id);
+    if (!rule) throw new ControlError(404, 'rule not found');
+    return ruleJson(rule);
+  }
+
+  listRules(q: RuleListQuery) {
+    const now = this.clock();
+    const rules = this.store
+      .listRules({ layer: q.layer, sessionId: q.session_id })
+      .filter((r) => r.expiresAt === null || r.expiresAt > now)
+      .filter((r) => q.container === undefined || this.ruleAppliesTo(r, q.container, now));
+    return { rules: rules.map(ruleJson) };
+  }
+
+  /** Session rules change only through their session; built-ins are fixed by migration. */
+  private editableRule(id: number): RuleRecord {
+    const rule = this.store.getRule(id);
+    if (!rule) throw new ControlError(404, 'rule not found');
+    if (rule.layer === 'session') throw new ControlError(409, 'session rules change with their session: re-post the session instead');
+    if (rule.layer === 'builtin') throw new ControlError(409, 'built-in rules cannot be changed; add a global rule to override them');
+    return rule;
+  }
+
+  private ruleAppliesTo(r: RuleRecord, container: string, now: number): boolean {
+    if (r.layer === 'session') return this.state.currentSession(container, now)?.record.id === r.sessionId;
+    const compiled = (r.layer === 'global' ? this.state.global : this.state.builtin).get(r.id);
+    if (!compiled) return false;
+    const c = compiled.container;
+    return c.kind === 'any' || (c.kind === 'exact' ? c.name === container : c.re.test(container));
+  }
+
+  private canonical(containerPattern: string, destinationPattern: string, portPattern: string) {
+    try {
+      return canonicalisePatterns({ containerPattern, destinationPattern, portPattern });
+    } catch (err) {
+      if (err instanceof PatternError) throw new ControlError(400, 'invalid rule', [err.message]);
+      throw err;
+    }
+  }
+
+  // ---- containers ----
+
+  setLearning(container: string, input: LearningInput) {
+    const now = this.clock();
+    const sw = { container, enabled: input.enabled, expiresAt: input.enabled && input.ttl_seconds ? now + input.ttl_seconds * 1000 : null };
+    this.store.setLearning(sw, now);
+    this.state.setLearning(sw);
+    this.emit({ type: 'learning.changed', container, enabled: sw.enabled });
+    return this.container(container);
+  }
+
+  containers() {
+    return { containers: [...this.state.containerNames()].sort().map((name) => this.container(name)) };
+  }
+
+  container(name: string) {
+    const now = this.clock();
+    const current = this.state.currentSession(name, now);
+    const active = this.state.activeSessions(name, now);
+    const sw = this.state.learningSwitch(name, now);
+    const learning = this.state.learningSource(name, current, now);
+    return {
+      container_name: name,
+      current_session: current ? { ...sessionJson(current.record), rule_count: current.rules.size } : null,
+      active_sessions: active.map((e) => e.record.id),
+      learning: {
+        active: learning !== null,
+        source: learning,
+        operator_switch: sw ? { enabled: true, expires_at: iso(sw.expiresAt) } : { enabled: false, expires_at: null },
+      },
+      rule_counts: {
+        session: current?.rules.size ?? 0,
+        global: this.countGlobalRulesFor(name, now),
+      },
+    };
+  }
+
+  private countGlobalRulesFor(name: string, now: number): number {
+    let n = 0;
+    for (const r of this.state.global.rules()) if (this.ruleAppliesTo(r.record, name, now) && (r.record.expiresAt === null || r.record.expiresAt > now)) n++;
+    return n;
+  }
+
+  // ---- maintenance ----
+
+  /** Deletes expired sessions and global rules from store and memory. */
+  sweep(): void {
+    const now = this.clock();
+    for (const id of this.store.deleteExpiredSessions(now)) {
+      const entry = this.state.deleteSession(id);
+      this.emit({ type: 'session.expired', sessionId: id, container: entry?.record.container ?? '' });
+    }
+    for (const id of this.store.deleteExpiredRules(now)) {
+      const rule = this.state.deleteRule(id);
+      if (rule) this.emit({ type: 'rule.deleted', rule });
+    }
+  }
+}

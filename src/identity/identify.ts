@@ -1,0 +1,57 @@
+// Who is connecting: proxy credentials (container + session token), else a session's
+// declared source address. A wrong credential is never rescued by the source address:
+// a sandbox must not be able to claim another identity by picking a username.
+import { hashToken } from './tokens.js';
+import { isValidName } from '../policy/patterns.js';
+import type { PolicyState } from '../policy/state.js';
+
+export type IdentityMode = 'credentials' | 'username';
+
+export interface Credentials {
+  readonly username: string;
+  readonly password: string;
+}
+
+export type Identity =
+  | { readonly ok: true; readonly container: string; readonly via: 'token' | 'source_ip' | 'username' }
+  | { readonly ok: false; readonly reason: 'missing' | 'invalid' };
+
+const MISSING: Identity = Object.freeze({ ok: false, reason: 'missing' });
+const INVALID: Identity = Object.freeze({ ok: false, reason: 'invalid' });
+
+export function identify(state: PolicyState, mode: IdentityMode, creds: Credentials | null, remoteIp: string, now: number): Identity {
+  if (creds) {
+    if (!isValidName(creds.username)) return INVALID;
+    if (mode === 'username') return { ok: true, container: creds.username, via: 'username' };
+    const session = state.sessionByTokenHash(hashToken(creds.password), now);
+    if (session && session.record.container === creds.username) return { ok: true, container: creds.username, via: 'token' };
+    return INVALID;
+  }
+  const bySource = state.sessionBySourceIp(remoteIp, now);
+  if (bySource) return { ok: true, container: bySource.record.container, via: 'source_ip' };
+  return MISSING;
+}
+
+/**
+ * A credential that can never authenticate. A malformed header maps to it rather than to
+ * "no credentials", so a broken header is refused instead of falling back to source address.
+ */
+export const MALFORMED_CREDENTIALS: Credentials = Object.freeze({ username: '', password: '' });
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/** Decodes `Basic base64(user:pass)`; null when the header is absent. */
+export function parseBasicAuth(header: string | undefined): Credentials | null {
+  if (header === undefined) return null;
+  const m = /^basic[ \t]+([A-Za-z0-9+/]+={0,2})[ \t]*$/i.exec(header);
+  if (!m) return MALFORMED_CREDENTIALS;
+  let decoded: string;
+  try {
+    decoded = utf8.decode(Buffer.from(m[1]!, 'base64'));
+  } catch {
+    return MALFORMED_CREDENTIALS;
+  }
+  const colon = decoded.indexOf(':');
+  if (colon < 0) return MALFORMED_CREDENTIALS;
+  return { username: decoded.slice(0, colon), password: decoded.slice(colon + 1) };
+}

@@ -1,0 +1,66 @@
+// Connects to the first reachable address among those the policy allowed.
+import net from 'node:net';
+import type { IpAddress } from '../policy/host.js';
+import type { Failure } from './outcomes.js';
+
+export type DialResult = { ok: true; socket: net.Socket; address: string } | { ok: false; failure: Failure };
+
+function classify(err: NodeJS.ErrnoException, target: string): Failure {
+  switch (err.code) {
+    case 'ECONNREFUSED':
+      return { kind: 'connection_refused', detail: `${target} refused the connection` };
+    case 'ETIMEDOUT':
+      return { kind: 'connection_timeout', detail: `${target} did not answer in time` };
+    case 'EHOSTUNREACH':
+    case 'ENETUNREACH':
+    case 'EADDRNOTAVAIL':
+      return { kind: 'unreachable', detail: `${target} is unreachable (${err.code})` };
+    default:
+      return { kind: 'connect_error', detail: `connecting to ${target} failed (${err.code ?? err.message})` };
+  }
+}
+
+function target(ip: IpAddress, port: number): string {
+  return ip.kind() === 'ipv6' ? `[${ip.toString()}]:${port}` : `${ip.toString()}:${port}`;
+}
+
+function connectOnce(ip: IpAddress, port: number, timeoutMs: number, isCancelled: () => boolean): Promise<DialResult> {
+  return new Promise((resolve) => {
+    const socket = net.connect({ host: ip.toString(), port, noDelay: true });
+    const timer = setTimeout(() => {
+      socket.destroy();
+      resolve({ ok: false, failure: classify(Object.assign(new Error('timeout'), { code: 'ETIMEDOUT' }), target(ip, port)) });
+    }, timeoutMs);
+    socket.once('connect', () => {
+      clearTimeout(timer);
+      socket.removeAllListeners('error');
+      if (isCancelled()) {
+        socket.destroy();
+        resolve({ ok: false, failure: { kind: 'connect_error', detail: 'client went away' } });
+        return;
+      }
+      resolve({ ok: true, socket, address: ip.toString() });
+    });
+    socket.once('error', (err) => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve({ ok: false, failure: classify(err, target(ip, port)) });
+    });
+  });
+}
+
+/**
+ * Tries each address in order until one connects, within one overall deadline. The last
+ * failure is reported, since that is the one the client would have hit.
+ */
+export async function dial(addresses: readonly IpAddress[], port: number, timeoutMs: number, isCancelled: () => boolean): Promise<DialResult> {
+  const deadline = Date.now() + timeoutMs;
+  let last: DialResult = { ok: false, failure: { kind: 'unreachable', detail: 'no address to connect to' } };
+  for (const ip of addresses) {
+    const remaining = deadline - Date.now();
+    if (remaining <= 0 || isCancelled()) break;
+    last = await connectOnce(ip, port, remaining, isCancelled);
+    if (last.ok) return last;
+  }
+  return last;
+}

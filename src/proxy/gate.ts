@@ -1,0 +1,210 @@
+// The decision half of the hot path, shared by HTTP, CONNECT, SOCKS5 and SOCKS4:
+// identify -> decide -> resolve -> check addresses. Reads only in-memory state.
+import { HostError, parseHost, type Destination, type IpAddress } from '../policy/host.js';
+import { addressDenial, decide, subjectFor, type Outcome, type Reason, type Subject, type Verdict } from '../policy/resolver.js';
+import type { PolicyState } from '../policy/state.js';
+import { identify, type Credentials, type Identity, type IdentityMode } from '../identity/identify.js';
+import { DnsError, resolveHost, type HostResolver } from './dns.js';
+import { denial, describeOutcome, identityFailure, type Failure } from './outcomes.js';
+import type { SelfGuard } from './self-guard.js';
+
+export type Protocol = 'http' | 'connect' | 'socks5' | 'socks4';
+
+export type DecisionReason = Reason | 'identity_required' | 'self_connection' | 'bad_request';
+
+/** One connection attempt as it will be logged and audited. */
+export interface DecisionRecord {
+  readonly time: number;
+  readonly protocol: Protocol;
+  readonly clientAddress: string;
+  readonly container: string | null;
+  readonly sessionId: string | null;
+  readonly destination: string;
+  readonly port: number;
+  /** The first address that passed the checks (the one dialled first). */
+  readonly address: string | null;
+  readonly decision: 'allow' | 'deny';
+  readonly reason: DecisionReason;
+  readonly layer: string | null;
+  readonly ruleId: number | null;
+}
+
+export interface Admission {
+  readonly container: string;
+  readonly subject: Subject;
+  readonly verdict: Verdict;
+  readonly destination: Destination;
+  readonly port: number;
+  /** Addresses that passed every check, in the resolver's order. */
+  readonly addresses: IpAddress[];
+  readonly record: DecisionRecord;
+}
+
+/** What evaluate() concluded; `denied` carries the outcome that decided it. */
+export type Evaluation =
+  | { readonly kind: 'bad_request'; readonly detail: string }
+  | {
+      readonly kind: 'denied';
+      readonly destination: Destination;
+      readonly subject: Subject;
+      readonly verdict: Verdict;
+      readonly outcome: Outcome;
+      readonly reason: DecisionReason;
+      readonly address: string | null;
+      readonly failure: Failure;
+    }
+  | { readonly kind: 'unresolved'; readonly destination: Destination; readonly subject: Subject; readonly verdict: Verdict; readonly failure: Failure }
+  | { readonly kind: 'allowed'; readonly destination: Destination; readonly subject: Subject; readonly verdict: Verdict; readonly addresses: IpAddress[] };
+
+const NO_RULE_DENY: Outcome = Object.freeze({ action: 'deny', layer: null, rule: null });
+
+export type AdmitResult = { ok: true; admission: Admission } | { ok: false; failure: Failure; record: DecisionRecord | null };
+
+export interface GateOptions {
+  readonly identityMode: IdentityMode;
+  readonly dnsTimeoutMs: number;
+  readonly clock: () => number;
+  readonly resolver: HostResolver;
+  readonly selfGuard: SelfGuard;
+  /** Receives every decision (logging now; the audit trail builds on it). */
+  readonly onDecision: (record: DecisionRecord) => void;
+}
+
+export class Gate {
+  constructor(
+    readonly state: PolicyState,
+    private readonly opts: GateOptions,
+  ) {}
+
+  identify(creds: Credentials | null, clientAddress: string): Identity {
+    return identify(this.state, this.opts.identityMode, creds, clientAddress, this.opts.clock());
+  }
+
+  /** Records and returns the failure for a connection whose identity was not established. */
+  refuseIdentity(identity: Identity & { ok: false }, protocol: Protocol, clientAddress: string, host: string, port: number): Failure {
+    this.opts.onDecision(this.record(protocol, clientAddress, null, null, host, port, null, 'deny', 'identity_required', null));
+    return identityFailure(identity.reason === 'missing' ? 'identity_required' : 'identity_invalid');
+  }
+
+  /**
+   * Decides a destination the way the proxy does before dialling: policy on the name as
+   * requested, then (for hostnames) resolution and address checks. Records nothing, so
+   * the control API's check endpoint can call it too.
+   */
+  async evaluate(container: string, rawHost: string, port: number, resolve = true): Promise<Evaluation> {
+    let destination: Destination;
+    try {
+      destination = parseHost(rawHost);
+    } catch (err) {
+      if (!(err instanceof HostError)) throw err;
+      return { kind: 'bad_request', detail: `invalid destination host: ${err.message}` };
+    }
+    const now = this.opts.clock();
+    const subject = subjectFor(this.state, container, now);
+    const verdict = decide(this.state, subject, destination, port, now);
+    const ctx = { container, host: destination.host, port };
+    if (verdict.action === 'deny') {
+      return { kind: 'denied', destination, subject, verdict, outcome: verdict, reason: verdict.reason, address: null, failure: denial(ctx, verdict) };
+    }
+    if (!resolve) return { kind: 'allowed', destination, subject, verdict, addresses: [] };
+
+    let candidates: IpAddress[];
+    if (destination.kind === 'ip') {
+      candidates = [destination.ip];
+    } else {
+      try {
+        candidates = await resolveHost(this.opts.resolver, destination.host, this.opts.dnsTimeoutMs);
+      } catch (err) {
+        if (!(err instanceof DnsError)) throw err;
+        return { kind: 'unresolved', destination, subject, verdict, failure: { kind: err.kind, detail: err.message } };
+      }
+    }
+
+    // Hostname answers are checked against address rules, resolved in the same layers,
+    // so DNS can never lead into a network the rules deny by address.
+    const later = this.opts.clock();
+    let denied: Outcome | null = null;
+    let why = '';
+    let reason: DecisionReason = 'address_denied';
+    const addresses: IpAddress[] = [];
+    for (const ip of candidates) {
+      if (ip.range() === 'unspecified') {
+        // 0.0.0.0 and :: connect to the proxy host itself; never a destination.
+        why ||= `${ip.toString()} is the unspecified address, which reaches the proxy host itself`;
+        continue;
+      }
+      if (this.opts.selfGuard.isSelf(ip, port)) {
+        reason = 'self_connection';
+        why = "the destination is sluice's own listener or API (always denied)";
+        continue;
+      }
+      if (destination.kind === 'host') {
+        const d = addressDenial(this.state, subject, ip, port, later);
+        if (d) {
+          denied ??= d;
+          continue;
+        }
+      }
+      addresses.push(ip);
+    }
+    if (addresses.length === 0) {
+      const outcome: Outcome = denied && reason === 'address_denied' ? denied : NO_RULE_DENY;
+      if (denied && reason === 'address_denied') {
+        why = `${destination.host} resolves to ${candidates.map((c) => c.toString()).join(', ')}, denied by ${describeOutcome(denied)}`;
+      }
+      const failure = denial(ctx, { ...outcome, sessionId: verdict.sessionId }, why);
+      return { kind: 'denied', destination, subject, verdict, outcome, reason, address: candidates[0]?.toString() ?? null, failure };
+    }
+    return { kind: 'allowed', destination, subject, verdict, addresses };
+  }
+
+  async admit(container: string, protocol: Protocol, clientAddress: string, rawHost: string, port: number): Promise<AdmitResult> {
+    const e = await this.evaluate(container, rawHost, port);
+    const note = (decision: 'allow' | 'deny', reason: DecisionReason, outcome: Outcome | null, address: string | null, host: string): DecisionRecord => {
+      const record = this.record(protocol, clientAddress, container, 'verdict' in e ? e.verdict.sessionId : null, host, port, address, decision, reason, outcome);
+      this.opts.onDecision(record);
+      return record;
+    };
+    switch (e.kind) {
+      case 'bad_request':
+        return { ok: false, failure: { kind: 'bad_request', detail: e.detail }, record: note('deny', 'bad_request', null, null, rawHost) };
+      case 'denied':
+        return { ok: false, failure: e.failure, record: note('deny', e.reason, e.outcome, e.address, e.destination.host) };
+      case 'unresolved':
+        return { ok: false, failure: e.failure, record: note('allow', e.verdict.reason, e.verdict, null, e.destination.host) };
+      case 'allowed': {
+        const record = note('allow', e.verdict.reason, e.verdict, e.addresses[0]!.toString(), e.destination.host);
+        return { ok: true, admission: { container, subject: e.subject, verdict: e.verdict, destination: e.destination, port, addresses: e.addresses, record } };
+      }
+    }
+  }
+
+  private record(
+    protocol: Protocol,
+    clientAddress: string,
+    container: string | null,
+    sessionId: string | null,
+    destination: string,
+    port: number,
+    address: string | null,
+    decision: 'allow' | 'deny',
+    reason: DecisionReason,
+    outcome: Outcome | null,
+  ): DecisionRecord {
+    return {
+      time: this.opts.clock(),
+      protocol,
+      clientAddress,
+      container,
+      sessionId,
+      destination,
+      port,
+      address,
+      decision,
+      reason,
+      layer: outcome?.layer ?? null,
+      ruleId: outcome?.rule?.id ?? null,
+    };
+  }
+}
+

@@ -1,0 +1,253 @@
+// The HTTP face of the proxy: CONNECT tunnels, absolute-form forwarding (http-proxy over
+// keep-alive upstream connections, WebSocket upgrades included), and clear refusals.
+import http from 'node:http';
+import type net from 'node:net';
+import httpProxy from 'http-proxy';
+import { HostError, parseAuthority, parsePort } from '../policy/host.js';
+import { parseBasicAuth } from '../identity/identify.js';
+import { dial } from './dial.js';
+import type { Admission, Gate, Protocol } from './gate.js';
+import { proxyStatusHeader, renderingOf, type Failure } from './outcomes.js';
+import type { Tunnels } from './tunnels.js';
+import { clientAddress } from './client-address.js';
+
+export interface HttpHandlerOptions {
+  readonly gate: Gate;
+  readonly tunnels: Tunnels;
+  readonly connectTimeoutMs: number;
+  readonly handshakeTimeoutMs: number;
+  readonly maxHeaderBytes: number;
+}
+
+// Hop-by-hop headers (RFC 9110 7.6.1) plus the proxy's own credentials: none of them may
+// reach the origin. Transfer-Encoding is left to Node, which re-frames the body itself.
+const HOP_BY_HOP = ['connection', 'keep-alive', 'proxy-authorization', 'proxy-authenticate', 'proxy-connection', 'te', 'trailer', 'upgrade'];
+
+function stripHopByHop(headers: http.IncomingHttpHeaders, keepUpgrade: boolean): void {
+  const named = headers.connection;
+  if (typeof named === 'string') {
+    for (const h of named.split(',')) {
+      const name = h.trim().toLowerCase();
+      if (name && !(keepUpgrade && name === 'upgrade')) delete headers[name];
+    }
+  }
+  for (const h of HOP_BY_HOP) if (!(keepUpgrade && (h === 'upgrade' || h === 'connection'))) delete headers[h];
+}
+
+const STATUS_TEXT: Record<number, string> = { 400: 'Bad Request', 403: 'Forbidden', 407: 'Proxy Authentication Required', 408: 'Request Timeout', 431: 'Request Header Fields Too Large', 502: 'Bad Gateway', 504: 'Gateway Timeout' };
+
+/** A complete response written straight to a raw socket (CONNECT, upgrades, parse errors). */
+function rawResponse(socket: net.Socket, status: number, body: string, headers: Record<string, string> = {}): void {
+  if (socket.destroyed || !socket.writable) return;
+  const payload = Buffer.from(body, 'utf8');
+  let head = `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Error'}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${payload.length}\r\nConnection: close\r\n`;
+  for (const [k, v] of Object.entries(headers)) head += `${k}: ${v}\r\n`;
+  socket.end(Buffer.concat([Buffer.from(head + '\r\n', 'latin1'), payload]));
+}
+
+function failureHeaders(f: Failure): Record<string, string> {
+  const headers: Record<string, string> = { 'Proxy-Status': proxyStatusHeader(f.kind, f.detail) };
+  if (f.kind === 'identity_required' || f.kind === 'identity_invalid') headers['Proxy-Authenticate'] = 'Basic realm="sluice"';
+  return headers;
+}
+
+function failureBody(f: Failure): string {
+  return f.body ?? `sluice: ${f.detail}\n`;
+}
+
+export function createHttpHandler(opts: HttpHandlerOptions): http.Server {
+  const { gate, tunnels } = opts;
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 512, maxFreeSockets: 64, scheduling: 'lifo' });
+  const proxy = httpProxy.createProxyServer({ agent, xfwd: false, ws: true, changeOrigin: false });
+  // The connect timeout for forwarded requests: the agent has none of its own.
+  proxy.on('proxyReq', (proxyReq: http.ClientRequest) => {
+    const socket = proxyReq.socket;
+    if (!socket || !socket.connecting) return;
+    const timer = setTimeout(() => proxyReq.destroy(Object.assign(new Error('connect timeout'), { code: 'ETIMEDOUT' })), opts.connectTimeoutMs);
+    socket.once('connect', () => clearTimeout(timer));
+    socket.once('close', () => clearTimeout(timer));
+  });
+  proxy.on('proxyRes', (proxyRes: http.IncomingMessage) => {
+    for (const h of ['keep-alive', 'proxy-connection', 'proxy-authenticate']) delete proxyRes.headers[h];
+  });
+  // Without a listener http-proxy rethrows; every error is handled per request below.
+  proxy.on('error', () => undefined);
+
+  const server = http.createServer({
+    maxHeaderSize: opts.maxHeaderBytes,
+    headersTimeout: opts.handshakeTimeoutMs,
+    requestTimeout: 0,
+    keepAliveTimeout: 30_000,
+    noDelay: true,
+  });
+
+  /** Identity and policy for one request; renders the refusal itself when not admitted. */
+  async function admitRequest(
+    req: http.IncomingMessage,
+    protocol: Protocol,
+    host: string,
+    port: number,
+    refuse: (f: Failure) => void,
+  ): Promise<Admission | null> {
+    const from = clientAddress(req.socket);
+    const identity = gate.identify(parseBasicAuth(req.headers['proxy-authorization']), from);
+    if (!identity.ok) {
+      refuse(gate.refuseIdentity(identity, protocol, from, host, port));
+      return null;
+    }
+    const result = await gate.admit(identity.container, protocol, from, host, port);
+    if (!result.ok) {
+      refuse(result.failure);
+      return null;
+    }
+    return result.admission;
+  }
+
+  server.on('connect', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => {
+    socket.on('error', () => socket.destroy());
+    void (async () => {
+      let target;
+      try {
+        target = parseAuthority(req.url ?? '');
+      } catch (err) {
+        if (!(err instanceof HostError)) throw err;
+        const f: Failure = { kind: 'bad_request', detail: `CONNECT target must be host:port or [ipv6]:port (${err.message})` };
+        rawResponse(socket, 400, failureBody(f), failureHeaders(f));
+        return;
+      }
+      // Admit by the raw host so the audit shows what the client asked for.
+      const rawHost = (req.url ?? '').slice(0, (req.url ?? '').lastIndexOf(':'));
+      const refuse = (f: Failure): void => rawResponse(socket, renderingOf(f.kind).status, failureBody(f), failureHeaders(f));
+      socket.pause();
+      const admission = await admitRequest(req, 'connect', rawHost, target.port, refuse);
+      if (!admission) return;
+      let gone = false;
+      socket.once('close', () => (gone = true));
+      const dialled = await dial(admission.addresses, admission.port, opts.connectTimeoutMs, () => gone);
+      if (!dialled.ok) {
+        refuse(dialled.failure);
+        return;
+      }
+      if (gone) {
+        dialled.socket.destroy();
+        return;
+      }
+      socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+      if (head.length > 0) dialled.socket.write(head);
+      tunnels.relay(socket, dialled.socket, 'connect', admission, dialled.address);
+    })().catch(() => socket.destroy());
+  });
+
+  server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
+    void (async () => {
+      const url = absoluteTarget(req);
+      if ('error' in url) {
+        respond(res, { kind: 'bad_request', detail: url.error });
+        return;
+      }
+      const admission = await admitRequest(req, 'http', url.host, url.port, (f) => respond(res, f));
+      if (!admission) return;
+      stripHopByHop(req.headers, false);
+      // RFC 9112 3.2.2: with an absolute-form target the Host header must be the URL's authority.
+      req.headers.host = url.authority;
+      req.url = url.path;
+      const address = admission.addresses[0]!.toString();
+      proxy.web(req, res, { target: { host: address, hostname: address, port: admission.port, protocol: 'http:' } as never }, (err) =>
+        respond(res, upstreamFailure(err as NodeJS.ErrnoException, url.authority)),
+      );
+    })().catch(() => res.destroy());
+  });
+
+  server.on('upgrade', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => {
+    socket.on('error', () => socket.destroy());
+    void (async () => {
+      const url = absoluteTarget(req);
+      const refuse = (f: Failure): void => rawResponse(socket, renderingOf(f.kind).status, failureBody(f), failureHeaders(f));
+      if ('error' in url) {
+        refuse({ kind: 'bad_request', detail: url.error });
+        return;
+      }
+      const admission = await admitRequest(req, 'http', url.host, url.port, refuse);
+      if (!admission) return;
+      stripHopByHop(req.headers, true);
+      req.headers.host = url.authority;
+      req.url = url.path;
+      const address = admission.addresses[0]!.toString();
+      proxy.ws(req, socket, head, { target: { host: address, hostname: address, port: admission.port, protocol: 'http:' } as never }, (err) =>
+        refuse(upstreamFailure(err as NodeJS.ErrnoException, url.authority)),
+      );
+    })().catch(() => socket.destroy());
+  });
+
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: net.Socket) => {
+    const code = err.code ?? '';
+    if (code === 'ECONNRESET' || !socket.writable) {
+      socket.destroy();
+      return;
+    }
+    const f: Failure =
+      code === 'HPE_HEADER_OVERFLOW'
+        ? { kind: 'bad_request', detail: `request headers exceed ${opts.maxHeaderBytes} bytes` }
+        : code === 'ERR_HTTP_REQUEST_TIMEOUT'
+          ? { kind: 'bad_request', detail: 'request headers were not received in time' }
+          : { kind: 'bad_request', detail: `malformed HTTP request (${code || err.message})` };
+    const status = code === 'HPE_HEADER_OVERFLOW' ? 431 : code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
+    rawResponse(socket, status, failureBody(f), failureHeaders(f));
+  });
+
+  return server;
+}
+
+function respond(res: http.ServerResponse, f: Failure): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  const body = failureBody(f);
+  res.writeHead(renderingOf(f.kind).status, { ...failureHeaders(f), 'Content-Type': 'text/plain; charset=utf-8', 'Content-Length': Buffer.byteLength(body) });
+  res.end(body);
+}
+
+function upstreamFailure(err: NodeJS.ErrnoException, authority: string): Failure {
+  switch (err.code) {
+    case 'ECONNREFUSED':
+      return { kind: 'connection_refused', detail: `${authority} refused the connection` };
+    case 'ETIMEDOUT':
+      return { kind: 'connection_timeout', detail: `${authority} did not answer in time` };
+    case 'EHOSTUNREACH':
+    case 'ENETUNREACH':
+      return { kind: 'unreachable', detail: `${authority} is unreachable` };
+    default:
+      return { kind: 'connect_error', detail: `forwarding to ${authority} failed (${err.code ?? err.message})` };
+  }
+}
+
+type AbsoluteTarget = { host: string; port: number; authority: string; path: string } | { error: string };
+
+/** The origin of an absolute-form request; origin-form is refused with an explanation. */
+function absoluteTarget(req: http.IncomingMessage): AbsoluteTarget {
+  const raw = req.url ?? '';
+  if (raw.startsWith('/')) {
+    return { error: 'this is a forward proxy: send requests in absolute form (http://host/path) by configuring HTTP_PROXY, or tunnel with CONNECT' };
+  }
+  const m = /^([a-zA-Z][a-zA-Z0-9+.-]*):\/\/([^/?#]*)([^#]*)/.exec(raw);
+  if (!m) return { error: 'request target must be an absolute http:// URL' };
+  const scheme = m[1]!.toLowerCase();
+  if (scheme === 'https') return { error: 'https:// URLs must be tunnelled with CONNECT, not sent to the proxy in the clear' };
+  if (scheme !== 'http' && scheme !== 'ws') return { error: `unsupported scheme ${scheme}:// (only http:// is forwarded; use CONNECT for anything else)` };
+  const authority = m[2]!;
+  if (authority.includes('@')) return { error: 'credentials in the request URL are not allowed' };
+  let host = authority;
+  let port = 80;
+  const portMatch = /^(.*):([0-9]*)$/.exec(authority);
+  if (portMatch && !(authority.startsWith('[') && !authority.includes(']:'))) {
+    host = portMatch[1]!;
+    try {
+      port = portMatch[2] === '' ? 80 : parsePort(portMatch[2]!);
+    } catch {
+      return { error: 'invalid port in request URL' };
+    }
+  }
+  if (host.length === 0) return { error: 'request URL has no host' };
+  return { host, port, authority, path: m[3] || '/' };
+}

@@ -1,0 +1,162 @@
+// SOCKS5 (RFC 1928/1929) and SOCKS4/4a connection handling on top of the pure codec.
+import type net from 'node:net';
+import type { Credentials, Identity } from '../identity/identify.js';
+import { clientAddress } from './client-address.js';
+import { dial } from './dial.js';
+import type { Gate, Protocol } from './gate.js';
+import { renderingOf, type Failure } from './outcomes.js';
+import {
+  SOCKS4_REPLY,
+  SOCKS5_METHOD,
+  SOCKS5_REPLY,
+  parseSocks4Request,
+  parseSocks5Auth,
+  parseSocks5Greeting,
+  parseSocks5Request,
+  socks4Reply,
+  socks5AuthReply,
+  socks5MethodReply,
+  socks5Reply,
+} from './socks-codec.js';
+import type { Tunnels } from './tunnels.js';
+
+export interface SocksHandlerOptions {
+  readonly gate: Gate;
+  readonly tunnels: Tunnels;
+  readonly connectTimeoutMs: number;
+  readonly handshakeTimeoutMs: number;
+}
+
+/** Every handshake message is far smaller; more than this unparsed means a hostile client. */
+const MAX_HANDSHAKE_BUFFER = 4096;
+
+type Phase = 'greeting' | 'auth' | 'request' | 'socks4' | 'connecting';
+
+/** SOCKS4 carries identity in the userid as `container:token`; a bare name is a username alone. */
+function socks4Credentials(userId: string): Credentials | null {
+  if (userId === '') return null;
+  const colon = userId.indexOf(':');
+  return colon < 0 ? { username: userId, password: '' } : { username: userId.slice(0, colon), password: userId.slice(colon + 1) };
+}
+
+function boundOf(upstream: net.Socket): { host: string; port: number } | undefined {
+  const host = upstream.localAddress;
+  const port = upstream.localPort;
+  return host && port ? { host, port } : undefined;
+}
+
+export function handleSocks(socket: net.Socket, first: Buffer, opts: SocksHandlerOptions): void {
+  const { gate } = opts;
+  const from = clientAddress(socket);
+  let phase: Phase = first[0] === 5 ? 'greeting' : 'socks4';
+  let buf = first;
+  let identity: Identity | null = null;
+
+  const timer = setTimeout(() => socket.destroy(), opts.handshakeTimeoutMs);
+  const finish = (reply?: Buffer): void => {
+    clearTimeout(timer);
+    socket.off('data', onData);
+    if (reply && socket.writable) socket.end(reply);
+    else socket.destroy();
+  };
+  socket.on('error', () => finish());
+  socket.on('close', () => clearTimeout(timer));
+  const onData = (chunk: Buffer): void => {
+    buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
+    step();
+  };
+  socket.on('data', onData);
+  step();
+
+  function step(): void {
+    for (;;) {
+      if (buf.length > MAX_HANDSHAKE_BUFFER) return finish();
+      switch (phase) {
+        case 'greeting': {
+          const r = parseSocks5Greeting(buf);
+          if (r.status === 'incomplete') return;
+          if (r.status === 'error') return finish(r.reply);
+          buf = buf.subarray(r.consumed);
+          if (r.value.methods.includes(SOCKS5_METHOD.USER_PASS)) {
+            socket.write(socks5MethodReply(SOCKS5_METHOD.USER_PASS));
+            phase = 'auth';
+            break;
+          }
+          // No credentials offered: only a session's declared source address can identify it.
+          identity = gate.identify(null, from);
+          if (!identity.ok || !r.value.methods.includes(SOCKS5_METHOD.NO_AUTH)) {
+            if (!identity.ok) gate.refuseIdentity(identity, 'socks5', from, '', 0);
+            return finish(socks5MethodReply(SOCKS5_METHOD.NONE_ACCEPTABLE));
+          }
+          socket.write(socks5MethodReply(SOCKS5_METHOD.NO_AUTH));
+          phase = 'request';
+          break;
+        }
+        case 'auth': {
+          const r = parseSocks5Auth(buf);
+          if (r.status === 'incomplete') return;
+          if (r.status === 'error') return finish(r.reply);
+          buf = buf.subarray(r.consumed);
+          identity = gate.identify(r.value, from);
+          if (!identity.ok) {
+            gate.refuseIdentity(identity, 'socks5', from, '', 0);
+            return finish(socks5AuthReply(false));
+          }
+          socket.write(socks5AuthReply(true));
+          phase = 'request';
+          break;
+        }
+        case 'request': {
+          const r = parseSocks5Request(buf);
+          if (r.status === 'incomplete') return;
+          if (r.status === 'error') return finish(r.reply);
+          buf = buf.subarray(r.consumed);
+          if (r.value.command !== 1) return finish(socks5Reply(SOCKS5_REPLY.COMMAND_NOT_SUPPORTED));
+          return connect('socks5', r.value.host, r.value.port);
+        }
+        case 'socks4': {
+          const r = parseSocks4Request(buf);
+          if (r.status === 'incomplete') return;
+          if (r.status === 'error') return finish(r.reply);
+          buf = buf.subarray(r.consumed);
+          if (r.value.command !== 1) return finish(socks4Reply(SOCKS4_REPLY.REJECTED));
+          identity = gate.identify(socks4Credentials(r.value.userId), from);
+          if (!identity.ok) {
+            gate.refuseIdentity(identity, 'socks4', from, r.value.host, r.value.port);
+            return finish(socks4Reply(SOCKS4_REPLY.REJECTED));
+          }
+          return connect('socks4', r.value.host, r.value.port);
+        }
+        case 'connecting':
+          return;
+      }
+    }
+  }
+
+  function connect(protocol: Protocol, host: string, port: number): void {
+    phase = 'connecting';
+    socket.off('data', onData);
+    socket.pause();
+    const reject = (f: Failure): void =>
+      finish(protocol === 'socks5' ? socks5Reply(renderingOf(f.kind).socks5) : socks4Reply(renderingOf(f.kind).socks4));
+    void (async () => {
+      const container = identity?.ok ? identity.container : '';
+      const result = await gate.admit(container, protocol, from, host, port);
+      if (!result.ok) return reject(result.failure);
+      let gone = false;
+      socket.once('close', () => (gone = true));
+      const dialled = await dial(result.admission.addresses, port, opts.connectTimeoutMs, () => gone);
+      if (!dialled.ok) return reject(dialled.failure);
+      if (gone) {
+        dialled.socket.destroy();
+        return;
+      }
+      clearTimeout(timer);
+      const bound = boundOf(dialled.socket);
+      socket.write(protocol === 'socks5' ? socks5Reply(SOCKS5_REPLY.SUCCEEDED, bound) : socks4Reply(SOCKS4_REPLY.GRANTED, bound?.host.includes(':') ? undefined : bound));
+      // Bytes the client pipelined after its request go out first, in order.
+      if (buf.length > 0) dialled.socket.write(buf);
+      opts.tunnels.relay(socket, dialled.socket, protocol, result.admission, dialled.address);
+    })().catch(() => finish());
+  }
+}

@@ -1,0 +1,265 @@
+// Repository over the SQLite schema. Only the control plane calls it; the proxy's hot
+// path reads the in-memory PolicyState that is kept in step with these writes.
+import type { Action, Layer, RuleRecord } from '../policy/rules.js';
+import type { LearningSwitch, SessionRecord } from '../policy/state.js';
+import type { Db } from './database.js';
+
+interface SessionRow {
+  seq: number;
+  id: string;
+  container: string;
+  created_at: number;
+  updated_at: number;
+  expires_at: number;
+  ttl_seconds: number;
+  allow_all: number;
+  source_ips: string;
+  metadata: string | null;
+  token_hash: string;
+  token_nonce: string;
+}
+
+interface RuleRow {
+  id: number;
+  layer: Layer;
+  session_id: string | null;
+  container_pattern: string;
+  destination_pattern: string;
+  port_pattern: string;
+  action: Action;
+  expires_at: number | null;
+  notes: string | null;
+  created_at: number;
+}
+
+interface ContainerRow {
+  name: string;
+  learning_enabled: number;
+  learning_expires_at: number | null;
+}
+
+export interface StoredSession extends SessionRecord {
+  readonly tokenNonce: string;
+}
+
+/** A rule to insert; patterns must already be canonical. */
+export interface NewRule {
+  readonly layer: Layer;
+  readonly sessionId: string | null;
+  readonly containerPattern: string;
+  readonly destinationPattern: string;
+  readonly portPattern: string;
+  readonly action: Action;
+  readonly expiresAt: number | null;
+  readonly notes: string | null;
+}
+
+export interface SessionWrite {
+  readonly id: string;
+  readonly container: string;
+  readonly expiresAt: number;
+  readonly ttlSeconds: number;
+  readonly allowAll: boolean;
+  readonly sourceIps: readonly string[];
+  readonly metadata: Record<string, unknown> | null;
+  /** Used only when the session is new; an existing session keeps its token. */
+  readonly tokenHash: string;
+  readonly tokenNonce: string;
+}
+
+export interface RuleFilter {
+  readonly layer?: Layer | undefined;
+  readonly sessionId?: string | undefined;
+}
+
+export class SessionConflictError extends Error {}
+
+function toSession(r: SessionRow): StoredSession {
+  return {
+    id: r.id,
+    container: r.container,
+    seq: r.seq,
+    createdAt: r.created_at,
+    expiresAt: r.expires_at,
+    ttlSeconds: r.ttl_seconds,
+    allowAll: r.allow_all === 1,
+    sourceIps: JSON.parse(r.source_ips) as string[],
+    metadata: r.metadata === null ? null : (JSON.parse(r.metadata) as Record<string, unknown>),
+    tokenHash: r.token_hash,
+    tokenNonce: r.token_nonce,
+  };
+}
+
+function toRule(r: RuleRow): RuleRecord {
+  return {
+    id: r.id,
+    layer: r.layer,
+    sessionId: r.session_id,
+    containerPattern: r.container_pattern,
+    destinationPattern: r.destination_pattern,
+    portPattern: r.port_pattern,
+    action: r.action,
+    expiresAt: r.expires_at,
+    notes: r.notes,
+    createdAt: r.created_at,
+  };
+}
+
+export class Store {
+  private readonly q;
+
+  constructor(readonly db: Db) {
+    this.q = {
+      sessionById: db.prepare<[string], SessionRow>('SELECT * FROM sessions WHERE id = ?'),
+      sessions: db.prepare<[], SessionRow>('SELECT * FROM sessions ORDER BY seq'),
+      insertSession: db.prepare(
+        `INSERT INTO sessions (id, container, created_at, updated_at, expires_at, ttl_seconds, allow_all, source_ips, metadata, token_hash, token_nonce)
+         VALUES (@id, @container, @now, @now, @expiresAt, @ttlSeconds, @allowAll, @sourceIps, @metadata, @tokenHash, @tokenNonce)`,
+      ),
+      updateSession: db.prepare(
+        `UPDATE sessions SET updated_at = @now, expires_at = @expiresAt, ttl_seconds = @ttlSeconds, allow_all = @allowAll,
+           source_ips = @sourceIps, metadata = @metadata WHERE id = @id`,
+      ),
+      touchSession: db.prepare('UPDATE sessions SET expires_at = ?, updated_at = ? WHERE id = ? AND expires_at > ?'),
+      deleteSession: db.prepare('DELETE FROM sessions WHERE id = ?'),
+      expiredSessions: db.prepare<[number], { id: string }>('SELECT id FROM sessions WHERE expires_at <= ?'),
+      ruleById: db.prepare<[number], RuleRow>('SELECT * FROM rules WHERE id = ?'),
+      rulesOfSession: db.prepare<[string], RuleRow>('SELECT * FROM rules WHERE session_id = ? ORDER BY id'),
+      allRules: db.prepare<[], RuleRow>('SELECT * FROM rules ORDER BY id'),
+      insertRule: db.prepare(
+        `INSERT INTO rules (layer, session_id, container_pattern, destination_pattern, port_pattern, action, expires_at, notes, created_at, updated_at)
+         VALUES (@layer, @sessionId, @containerPattern, @destinationPattern, @portPattern, @action, @expiresAt, @notes, @now, @now)`,
+      ),
+      updateRule: db.prepare(
+        `UPDATE rules SET container_pattern = @containerPattern, destination_pattern = @destinationPattern, port_pattern = @portPattern,
+           action = @action, expires_at = @expiresAt, notes = @notes, updated_at = @now WHERE id = @id`,
+      ),
+      deleteRulesOfSession: db.prepare('DELETE FROM rules WHERE session_id = ?'),
+      deleteRule: db.prepare('DELETE FROM rules WHERE id = ?'),
+      expiredRules: db.prepare<[number], { id: number }>("SELECT id FROM rules WHERE layer = 'global' AND expires_at IS NOT NULL AND expires_at <= ?"),
+      containers: db.prepare<[], ContainerRow>('SELECT name, learning_enabled, learning_expires_at FROM containers'),
+      upsertContainer: db.prepare(
+        `INSERT INTO containers (name, learning_enabled, learning_expires_at, updated_at) VALUES (?, ?, ?, ?)
+         ON CONFLICT (name) DO UPDATE SET learning_enabled = excluded.learning_enabled,
+           learning_expires_at = excluded.learning_expires_at, updated_at = excluded.updated_at`,
+      ),
+    };
+  }
+
+  // ---- sessions ----
+
+  getSession(id: string): StoredSession | null {
+    const row = this.q.sessionById.get(id);
+    return row ? toSession(row) : null;
+  }
+
+  listSessions(): StoredSession[] {
+    return this.q.sessions.all().map(toSession);
+  }
+
+  sessionRules(id: string): RuleRecord[] {
+    return this.q.rulesOfSession.all(id).map(toRule);
+  }
+
+  /**
+   * Creates a session, or updates one with the same id in place: it keeps its creation
+   * order and token, and its rules are replaced. All or nothing.
+   */
+  upsertSession(s: SessionWrite, rules: readonly Omit<NewRule, 'layer' | 'sessionId'>[], now: number): { session: StoredSession; rules: RuleRecord[]; created: boolean } {
+    return this.db.transaction(() => {
+      const existing = this.q.sessionById.get(s.id);
+      const params = {
+        id: s.id,
+        container: s.container,
+        now,
+        expiresAt: s.expiresAt,
+        ttlSeconds: s.ttlSeconds,
+        allowAll: s.allowAll ? 1 : 0,
+        sourceIps: JSON.stringify(s.sourceIps),
+        metadata: s.metadata === null ? null : JSON.stringify(s.metadata),
+        tokenHash: s.tokenHash,
+        tokenNonce: s.tokenNonce,
+      };
+      if (existing) {
+        if (existing.container !== s.container) {
+          throw new SessionConflictError(`session ${s.id} belongs to container ${existing.container}`);
+        }
+        this.q.updateSession.run(params);
+        this.q.deleteRulesOfSession.run(s.id);
+      } else {
+        this.q.insertSession.run(params);
+      }
+      const inserted = rules.map((r) => this.insertRuleRow({ ...r, layer: 'session', sessionId: s.id }, now));
+      return { session: toSession(this.q.sessionById.get(s.id)!), rules: inserted, created: !existing };
+    })();
+  }
+
+  /** Extends an unexpired session; false when it does not exist or has already expired. */
+  touchSession(id: string, expiresAt: number, now: number): boolean {
+    return this.q.touchSession.run(expiresAt, now, id, now).changes === 1;
+  }
+
+  deleteSession(id: string): boolean {
+    return this.q.deleteSession.run(id).changes === 1;
+  }
+
+  /** Deletes expired sessions (their rules cascade) and returns their ids. */
+  deleteExpiredSessions(now: number): string[] {
+    return this.db.transaction(() => {
+      const ids = this.q.expiredSessions.all(now).map((r) => r.id);
+      for (const id of ids) this.q.deleteSession.run(id);
+      return ids;
+    })();
+  }
+
+  // ---- rules ----
+
+  getRule(id: number): RuleRecord | null {
+    const row = this.q.ruleById.get(id);
+    return row ? toRule(row) : null;
+  }
+
+  listRules(filter: RuleFilter = {}): RuleRecord[] {
+    return this.q.allRules
+      .all()
+      .map(toRule)
+      .filter((r) => (filter.layer === undefined || r.layer === filter.layer) && (filter.sessionId === undefined || r.sessionId === filter.sessionId));
+  }
+
+  insertRule(rule: NewRule, now: number): RuleRecord {
+    return this.insertRuleRow(rule, now);
+  }
+
+  updateRule(rule: RuleRecord, now: number): RuleRecord {
+    this.q.updateRule.run({ ...rule, now });
+    return this.getRule(rule.id)!;
+  }
+
+  deleteRule(id: number): boolean {
+    return this.q.deleteRule.run(id).changes === 1;
+  }
+
+  /** Deletes expired global rules and returns their ids. */
+  deleteExpiredRules(now: number): number[] {
+    return this.db.transaction(() => {
+      const ids = this.q.expiredRules.all(now).map((r) => r.id);
+      for (const id of ids) this.q.deleteRule.run(id);
+      return ids;
+    })();
+  }
+
+  private insertRuleRow(rule: NewRule, now: number): RuleRecord {
+    const info = this.q.insertRule.run({ ...rule, now });
+    return toRule(this.q.ruleById.get(Number(info.lastInsertRowid))!);
+  }
+
+  // ---- containers ----
+
+  setLearning(sw: LearningSwitch, now: number): void {
+    this.q.upsertContainer.run(sw.container, sw.enabled ? 1 : 0, sw.expiresAt, now);
+  }
+
+  learningSwitches(): LearningSwitch[] {
+    return this.q.containers.all().map((r) => ({ container: r.name, enabled: r.learning_enabled === 1, expiresAt: r.learning_expires_at }));
+  }
+}
