@@ -62,6 +62,43 @@ export const configSchema = z
         max_header_bytes: z.number().int().min(1024).max(1_048_576).default(16_384),
         /** Largest API request body; larger gets 413. */
         max_api_body_bytes: z.number().int().min(1024).max(64 * 1_048_576).default(1_048_576),
+        /** Per-container concurrent connections (0 = unlimited); a session's `limits` overrides it. */
+        max_connections: z.number().int().min(0).max(1_000_000).default(0),
+        /** Per-container new connections per second (0 = unlimited); a session's `limits` overrides it. */
+        connections_per_second: z.number().min(0).max(1_000_000).default(0),
+        /** Distinct containers the limiter tracks; beyond it new containers fail closed. */
+        max_limiter_keys: z.number().int().min(1).max(10_000_000).default(100_000),
+      })
+      .strict()
+      .prefault({}),
+    audit: z
+      .object({
+        flush_interval_ms: z.number().int().min(10).max(60_000).default(100),
+        flush_batch: z.number().int().min(1).max(100_000).default(500),
+        /** Records waiting for the disk beyond this are dropped (and counted), never buffered without bound. */
+        max_queue: z.number().int().min(100).max(10_000_000).default(200_000),
+        retention_days: z.number().min(0.001).max(3650).default(30),
+        max_rows: z.number().int().min(1000).max(1_000_000_000).default(5_000_000),
+      })
+      .strict()
+      .prefault({}),
+    events: z
+      .object({
+        /** An event subscriber with more than this many bytes unsent is disconnected. */
+        max_buffer_bytes: z.number().int().min(1024).max(256 * 1_048_576).default(1_048_576),
+      })
+      .strict()
+      .prefault({}),
+    webhook: z
+      .object({
+        /** POSTs batches of events as JSON; must be on loopback or a host listed in allowed_hosts. */
+        url: z.url({ protocol: /^https?$/ }).optional(),
+        allowed_hosts: z.array(z.string().min(1)).default([]),
+        types: z.array(z.string()).default(['decision']),
+        batch_size: z.number().int().min(1).max(10_000).default(100),
+        flush_interval_ms: z.number().int().min(10).max(600_000).default(1_000),
+        max_queue: z.number().int().min(1).max(10_000_000).default(10_000),
+        max_retries: z.number().int().min(0).max(100).default(5),
       })
       .strict()
       .prefault({}),

@@ -86,3 +86,14 @@ export function addressDenial(state: PolicyState, subject: Subject, ip: IpAddres
   const b = state.builtin.lookup(c, dest, port, now, opts);
   return b?.deny ? outcome(b, 'builtin') : null;
 }
+
+/**
+ * Whether an open connection would still be admitted now: the destination as requested
+ * and the address actually dialled must both still pass. Used for live revocation.
+ */
+export function recheck(state: PolicyState, container: string, dest: Destination, dialled: IpAddress, port: number, now: number): Verdict | Outcome {
+  const subject = subjectFor(state, container, now);
+  const verdict = decide(state, subject, dest, port, now);
+  if (verdict.action === 'deny' || dest.kind === 'ip') return verdict;
+  return addressDenial(state, subject, dialled, port, now) ?? verdict;
+}

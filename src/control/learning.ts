@@ -1,0 +1,72 @@
+// Learning reports: what a container reached while in learning mode, and turning that
+// into allow rules.
+import type { AuditLog, LearnedRow } from '../audit/audit-log.js';
+import { parseHost } from '../policy/host.js';
+import { proposeRules } from '../policy/promote.js';
+import { resolve } from '../policy/resolver.js';
+import type { Control } from './control.js';
+
+const iso = (ms: number): string => new Date(ms).toISOString();
+
+export interface PromoteOptions {
+  readonly scope: 'container' | 'global';
+  readonly destinations?: readonly string[] | undefined;
+  readonly collapse_subdomains: boolean;
+}
+
+export class LearningService {
+  constructor(
+    private readonly audit: AuditLog,
+    private readonly control: Control,
+    private readonly clock: () => number,
+  ) {}
+
+  report(container: string) {
+    const rows = this.audit.learnedFor(container);
+    return {
+      container_name: container,
+      learning: this.control.container(container).learning,
+      learned: rows.map((r) => ({
+        destination: r.destination,
+        port: r.port,
+        first_seen: iso(r.first_seen),
+        last_seen: iso(r.last_seen),
+        count: r.count,
+        would_be: { decision: r.would_be, layer: r.would_be_layer, rule_id: r.would_be_rule_id },
+      })),
+    };
+  }
+
+  /**
+   * Creates allow rules for learned destinations that the rules (ignoring learning mode)
+   * would not already allow. `scope: container` makes container-scoped global rules, so
+   * they survive the session that learned them.
+   */
+  promote(container: string, opts: PromoteOptions) {
+    const wanted = opts.destinations ? new Set(opts.destinations.map((d) => d.toLowerCase())) : null;
+    const rows = this.audit.learnedFor(container).filter((r) => !wanted || wanted.has(r.destination));
+    const skipped: Array<{ destination: string; port: number; reason: string }> = [];
+    const todo: LearnedRow[] = [];
+    for (const r of rows) {
+      if (this.alreadyAllowed(container, r)) skipped.push({ destination: r.destination, port: r.port, reason: 'already allowed' });
+      else todo.push(r);
+    }
+    const created = proposeRules(todo, opts.collapse_subdomains).map((p) =>
+      this.control.createRule({
+        container_pattern: opts.scope === 'container' ? container : '*',
+        destination_pattern: p.destinationPattern,
+        port_pattern: p.portPattern,
+        action: 'allow',
+        notes: `learned from ${container}: ${p.covers.join(', ')}`,
+      }),
+    );
+    return { container_name: container, created, skipped };
+  }
+
+  private alreadyAllowed(container: string, r: LearnedRow): boolean {
+    const now = this.clock();
+    const state = this.control.state;
+    const subject = { container, session: state.currentSession(container, now), learning: null };
+    return resolve(state, subject, parseHost(r.destination), r.port, now).action === 'allow';
+  }
+}

@@ -1,0 +1,76 @@
+// Prometheus metrics. Labels are deliberately low-cardinality (no container names), so a
+// flood of sandboxes cannot blow up the scrape or the process's memory.
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+export interface MetricSources {
+  readonly sessionsActive: () => number;
+  readonly rulesByLayer: () => Record<string, number>;
+  readonly openConnections: () => number;
+  readonly auditQueueDepth: () => number;
+  readonly auditDropped: () => number;
+  readonly eventSubscribers: () => number;
+  readonly eventSubscribersDropped: () => number;
+  readonly limiterKeys: () => number;
+  readonly limiterKeysRejected: () => number;
+}
+
+export class Metrics {
+  readonly registry = new Registry();
+  readonly decisions: Counter<'decision' | 'layer' | 'reason'>;
+  readonly bytes: Counter<'direction'>;
+  readonly connectSeconds: Histogram;
+  readonly decisionSeconds: Histogram;
+  readonly revoked: Counter;
+
+  constructor(sources: MetricSources) {
+    const r = this.registry;
+    collectDefaultMetrics({ register: r, prefix: 'sluice_process_' });
+    this.decisions = new Counter({
+      name: 'sluice_decisions_total',
+      help: 'Connection attempts decided, by decision, deciding layer and reason',
+      labelNames: ['decision', 'layer', 'reason'],
+      registers: [r],
+    });
+    this.bytes = new Counter({ name: 'sluice_bytes_relayed_total', help: 'Bytes relayed through tunnels', labelNames: ['direction'], registers: [r] });
+    this.connectSeconds = new Histogram({
+      name: 'sluice_upstream_connect_seconds',
+      help: 'Time to connect to the upstream after the decision',
+      buckets: [0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10],
+      registers: [r],
+    });
+    this.decisionSeconds = new Histogram({
+      name: 'sluice_decision_seconds',
+      help: 'Time to decide a connection attempt (identity, policy, DNS, address checks)',
+      buckets: [0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.05, 0.5, 5],
+      registers: [r],
+    });
+    this.revoked = new Counter({ name: 'sluice_connections_revoked_total', help: 'Open connections closed because access was withdrawn', registers: [r] });
+    const gauge = (name: string, help: string, read: () => number): void => {
+      new Gauge({
+        name,
+        help,
+        registers: [r],
+        collect() {
+          this.set(read());
+        },
+      });
+    };
+    gauge('sluice_sessions_active', 'Unexpired sessions', sources.sessionsActive);
+    gauge('sluice_connections_open', 'Open tunnels and in-flight forwarded requests', sources.openConnections);
+    gauge('sluice_audit_queue_depth', 'Audit operations waiting to be written', sources.auditQueueDepth);
+    gauge('sluice_audit_dropped', 'Audit operations dropped because the queue was full', sources.auditDropped);
+    gauge('sluice_event_subscribers', 'Connected event subscribers', sources.eventSubscribers);
+    gauge('sluice_event_subscribers_dropped', 'Event subscribers cut off for falling behind', sources.eventSubscribersDropped);
+    gauge('sluice_limiter_keys', 'Containers tracked by the connection limiter', sources.limiterKeys);
+    gauge('sluice_limiter_keys_rejected', 'Connections refused because the limiter key table was full', sources.limiterKeysRejected);
+    new Gauge({
+      name: 'sluice_rules',
+      help: 'Rules by layer',
+      labelNames: ['layer'],
+      registers: [r],
+      collect() {
+        for (const [layer, n] of Object.entries(sources.rulesByLayer())) this.set({ layer }, n);
+      },
+    });
+  }
+}
