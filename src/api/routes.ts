@@ -15,7 +15,7 @@ import {
   rulePatchSchema,
   sessionCreateSchema,
 } from '../control/schemas.js';
-import { parseInput } from './input.js';
+import { BadInput, parseInput } from './input.js';
 
 export interface RouteDeps {
   readonly control: Control;
@@ -49,7 +49,8 @@ export function registerRoutes(app: FastifyInstance, { control, gate }: RouteDep
   app.post('/api/check', async (req) => {
     const input = parseInput(checkSchema, req.body, '');
     const e = await gate.evaluate(input.container_name, input.destination, input.port, input.resolve);
-    if (e.kind === 'bad_request') return { decision: 'deny', layer: null, rule: null, reason: 'bad_request', explanation: e.detail };
+    // A destination no proxy request could carry is a mistake in the question, not a verdict.
+    if (e.kind === 'bad_request') throw new BadInput([`destination: ${e.detail}`]);
     const v = e.verdict;
     const base = {
       destination: e.destination.host,

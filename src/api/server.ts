@@ -15,6 +15,15 @@ export interface ApiOptions extends RouteDeps {
   readonly health: () => Record<string, unknown>;
 }
 
+/**
+ * Judged on the route the router matched, not on the raw request target: the router also
+ * routes `/%61pi/rules` and absolute-form `http://host/api/rules` to /api/rules, and
+ * neither of those starts with "/api/". Unmatched targets answer 404 and expose nothing.
+ */
+function isApiPath(path: string): boolean {
+  return path.startsWith('/api/') || path === '/api';
+}
+
 export function createApiServer(opts: ApiOptions): FastifyInstance {
   const app = Fastify({
     // Requests are not logged one by one; failures are logged by the error handler.
@@ -31,13 +40,21 @@ export function createApiServer(opts: ApiOptions): FastifyInstance {
   app.get('/healthz', async () => ({ status: 'ok', ...opts.health() }));
 
   app.addHook('onRequest', async (req: FastifyRequest, reply: FastifyReply) => {
-    if (!req.url.startsWith('/api/') && req.url !== '/api') return;
+    if (!isApiPath(req.routeOptions.url ?? req.url)) return;
     const header = req.headers.authorization ?? '';
     const m = /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(header);
     if (!m || !safeEqual(m[1]!, opts.token)) {
       reply.header('WWW-Authenticate', 'Bearer realm="sluice"');
       await reply.code(401).send({ error: 'missing or invalid API token', details: ['send Authorization: Bearer <token>'] });
     }
+  });
+
+  // Many HTTP clients send `Content-Type: application/json` on every request, body or not;
+  // an empty body means "no body" (e.g. DELETE, heartbeat), not malformed JSON.
+  const jsonParser = app.getDefaultJsonParser('error', 'error');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
+    if ((body as string).trim() === '') return done(null, undefined);
+    jsonParser(req, body as string, done);
   });
 
   app.setNotFoundHandler((req, reply) => {

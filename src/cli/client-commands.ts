@@ -8,7 +8,9 @@ import { z } from 'zod';
 import { parseHost } from '../policy/host.js';
 import { LAYERS } from '../policy/rules.js';
 import { NAME_RE, parseContainerPattern, parseDestinationPattern, parsePortPattern } from '../policy/patterns.js';
-import { ApiClient, ApiError } from './api-client.js';
+import { SluiceApiError, SluiceUnreachableError } from '../client/errors.js';
+import { DEFAULT_API_URL, SluiceClient } from '../client/sluice-client.js';
+import type { RuleListQuery } from '../client/types.js';
 import { formatCell, formatField, formatKeyValues, formatTable, formatTime, type Column } from './output.js';
 
 export interface CliIo {
@@ -32,8 +34,6 @@ export class UsageError extends Error {
 export const EXIT_OK = 0;
 export const EXIT_FAILURE = 1;
 export const EXIT_USAGE = 2;
-
-const DEFAULT_API_URL = 'http://127.0.0.1:9080';
 
 // ---- DEST[:PORTS] ----------------------------------------------------------
 
@@ -99,15 +99,15 @@ function wholeNumber(min: number, max: number) {
     .pipe(z.number().int().min(min, `must be from ${min} to ${max}`).max(max, `must be from ${min} to ${max}`));
 }
 
-const name = z.string().regex(NAME_RE, 'must be letters, digits, ".", "_" or "-" (1 to 128 characters)');
+export const name = z.string().regex(NAME_RE, 'must be letters, digits, ".", "_" or "-" (1 to 128 characters)');
 const port = wholeNumber(1, 65_535);
-const ttl = wholeNumber(1, 86_400);
+export const ttl = wholeNumber(1, 86_400);
 // The server lets an operator leave learning on longer than any session lives.
 const learningTtl = wholeNumber(1, 30 * 86_400);
 // Rule expiry is not a session TTL; the cap only catches typos (ten years).
 const expiresIn = wholeNumber(1, 315_360_000);
 const ruleId = wholeNumber(1, Number.MAX_SAFE_INTEGER);
-const destSpec = parsedBy(parseDestSpec);
+export const destSpec = parsedBy(parseDestSpec);
 const destinationPattern = parsedBy((text) => (parseDestinationPattern(text), text));
 const portPattern = parsedBy((text) => (parsePortPattern(text), text));
 const containerPattern = parsedBy((text) => (parseContainerPattern(text), text));
@@ -116,7 +116,7 @@ const ipLiteral = z
   .string()
   .refine((s) => ipaddr.IPv4.isValidFourPartDecimal(s) || (ipaddr.IPv6.isValid(s) && !s.includes('%')), 'must be an IPv4 or IPv6 address');
 
-const clientOptions = z.object({
+export const clientOptions = z.object({
   api: z
     .string()
     .refine((s) => URL.canParse(s) && /^https?:$/.test(new URL(s).protocol), 'must be an http:// or https:// URL')
@@ -125,7 +125,7 @@ const clientOptions = z.object({
   dataDir: z.string().min(1, 'must not be empty').optional(),
   json: z.boolean().optional(),
 });
-type ClientOptions = z.infer<typeof clientOptions>;
+export type ClientOptions = z.infer<typeof clientOptions>;
 
 const sessionCreateInput = clientOptions.extend({
   container: name,
@@ -167,7 +167,7 @@ const checkInput = clientOptions.extend({ container: name, host, port, resolve: 
  * Positional arguments are named in upper case, options as flags, in error messages.
  * Zod paths are the option keys commander produced (camelCase).
  */
-function validate<S extends z.ZodType>(schema: S, input: Record<string, unknown>, positionals: readonly string[] = []): z.output<S> {
+export function validate<S extends z.ZodType>(schema: S, input: Record<string, unknown>, positionals: readonly string[] = []): z.output<S> {
   const result = schema.safeParse(input);
   if (result.success) return result.data;
   const lines = result.error.issues.map((issue) => {
@@ -185,16 +185,30 @@ function kebab(key: string): string {
 
 // ---- API access --------------------------------------------------------------
 
-function clientFor(opts: ClientOptions, env: NodeJS.ProcessEnv): ApiClient {
+export function clientFor(opts: ClientOptions, env: NodeJS.ProcessEnv): SluiceClient {
   const baseUrl = opts.api ?? (nonEmpty(env.SLUICE_API_URL) || DEFAULT_API_URL);
   if (opts.api === undefined && !URL.canParse(baseUrl)) throw new UsageError(`SLUICE_API_URL: not a URL: ${baseUrl}`);
-  return new ApiClient({ baseUrl, token: resolveToken(opts, env) });
+  return new SluiceClient({ baseUrl, token: resolveToken(opts, env) });
 }
 
-/** --token, then SLUICE_API_TOKEN, then the token file the server generates in its data dir. */
+/**
+ * --token, then SLUICE_API_TOKEN, then the file named by SLUICE_API_TOKEN_FILE (as the
+ * server reads it), then the token file the server generates in its data dir.
+ */
 function resolveToken(opts: ClientOptions, env: NodeJS.ProcessEnv): string {
   const direct = opts.token ?? nonEmpty(env.SLUICE_API_TOKEN);
   if (direct !== undefined) return direct;
+  const secretFile = nonEmpty(env.SLUICE_API_TOKEN_FILE);
+  if (secretFile !== undefined) {
+    let secret = '';
+    try {
+      secret = readFileSync(secretFile, 'utf8').trim();
+    } catch (err) {
+      throw new UsageError(`SLUICE_API_TOKEN_FILE: cannot read ${secretFile}: ${errorMessage(err)}`);
+    }
+    if (secret === '') throw new UsageError(`SLUICE_API_TOKEN_FILE: ${secretFile} is empty`);
+    return secret;
+  }
   const dataDir = resolve(opts.dataDir ?? (nonEmpty(env.SLUICE_DATA_DIR) || './data'));
   const file = join(dataDir, 'api-token');
   let token = '';
@@ -204,7 +218,7 @@ function resolveToken(opts: ClientOptions, env: NodeJS.ProcessEnv): string {
     // Reported below together with the other ways to supply a token.
   }
   if (token === '') {
-    throw new UsageError(`no API token: pass --token, set SLUICE_API_TOKEN, or point --data-dir at the server's data directory (${file} is missing or empty)`);
+    throw new UsageError(`no API token: pass --token, set SLUICE_API_TOKEN or SLUICE_API_TOKEN_FILE, or point --data-dir at the server's data directory (${file} is missing or empty)`);
   }
   return token;
 }
@@ -338,12 +352,15 @@ export function reportError(io: CliIo, err: unknown): number {
     io.err(err.message);
     return EXIT_USAGE;
   }
-  if (err instanceof ApiError) {
+  if (err instanceof SluiceApiError) {
     io.err(`error: ${err.status} ${formatCell(err.error)}`);
     for (const line of formatDetails(err.details)) io.err(line);
     return EXIT_FAILURE;
   }
-  // ApiUnreachableError's message already says where it tried and what to check.
+  if (err instanceof SluiceUnreachableError) {
+    io.err(`error: ${err.message}; is \`sluice serve\` running, and are --api / SLUICE_API_URL right?`);
+    return EXIT_FAILURE;
+  }
   io.err(`error: ${errorMessage(err)}`);
   return EXIT_FAILURE;
 }
@@ -371,15 +388,15 @@ function action(ctx: CliContext, handler: Handler) {
   };
 }
 
-function withClientOptions(cmd: Command): Command {
-  return cmd
+export function withClientOptions(cmd: Command, json = true): Command {
+  cmd
     .option('--api <url>', `API base URL (default: $SLUICE_API_URL or ${DEFAULT_API_URL})`)
-    .option('--token <token>', 'API token (default: $SLUICE_API_TOKEN, else <data-dir>/api-token)')
-    .option('--data-dir <dir>', 'server data directory holding api-token (default: $SLUICE_DATA_DIR or ./data)')
-    .option('--json', 'print the raw JSON response');
+    .option('--token <token>', 'API token (default: $SLUICE_API_TOKEN, $SLUICE_API_TOKEN_FILE, else <data-dir>/api-token)')
+    .option('--data-dir <dir>', 'server data directory holding api-token (default: $SLUICE_DATA_DIR or ./data)');
+  return json ? cmd.option('--json', 'print the raw JSON response') : cmd;
 }
 
-function collect(value: string, previous: string[]): string[] {
+export function collect(value: string, previous: string[]): string[] {
   return [...previous, value];
 }
 
@@ -416,7 +433,7 @@ function registerSessionCommands(program: Command, ctx: CliContext): void {
           ...(input.allowAll === true && { allow_all: true }),
           ...(input.sourceIp.length > 0 && { source_ips: input.sourceIp }),
         };
-        const res = await clientFor(input, io.env).request<unknown>('POST', '/api/sessions', body);
+        const res = await clientFor(input, io.env).createSession(body);
         if (input.json) printJson(io, res);
         else printObject(io, res, 'session');
         return EXIT_OK;
@@ -426,7 +443,7 @@ function registerSessionCommands(program: Command, ctx: CliContext): void {
   withClientOptions(session.command('list').description('list active sessions')).action(
     action(ctx, async (_args, opts) => {
       const input = validate(clientOptions, opts);
-      const res = await clientFor(input, io.env).request<unknown>('GET', '/api/sessions');
+      const res = await clientFor(input, io.env).listSessions();
       if (input.json) printJson(io, res);
       else printRows(io, expectShape(sessionList, res).sessions, SESSION_COLUMNS, 'no sessions');
       return EXIT_OK;
@@ -436,7 +453,7 @@ function registerSessionCommands(program: Command, ctx: CliContext): void {
   withClientOptions(session.command('delete').argument('<id>', 'session id').description('end a session')).action(
     action(ctx, async ([id], opts) => {
       const input = validate(sessionDeleteInput, { ...opts, id }, ['id']);
-      const res = await clientFor(input, io.env).request<unknown>('DELETE', `/api/sessions/${encodeURIComponent(input.id)}`);
+      const res = await clientFor(input, io.env).deleteSession(input.id);
       if (input.json) printJson(io, res);
       else io.out(`deleted session ${input.id}`);
       return EXIT_OK;
@@ -463,11 +480,11 @@ function registerRuleCommands(program: Command, ctx: CliContext): void {
           ...(input.container !== undefined && { container_pattern: input.container }),
           destination_pattern: input.dest,
           ...(input.port !== undefined && { port_pattern: input.port }),
-          action: input.allow === true ? 'allow' : 'deny',
+          action: input.allow === true ? ('allow' as const) : ('deny' as const),
           ...(input.notes !== undefined && { notes: input.notes }),
           ...(input.expiresIn !== undefined && { expires_in_seconds: input.expiresIn }),
         };
-        const res = await clientFor(input, io.env).request<unknown>('POST', '/api/rules', body);
+        const res = await clientFor(input, io.env).createRule(body);
         if (input.json) printJson(io, res);
         else printObject(io, res, 'rule');
         return EXIT_OK;
@@ -481,12 +498,11 @@ function registerRuleCommands(program: Command, ctx: CliContext): void {
     .action(
       action(ctx, async (_args, opts) => {
         const input = validate(ruleListInput, opts);
-        const query = new URLSearchParams();
-        if (input.container !== undefined) query.set('container', input.container);
-        if (input.layer !== undefined) query.set('layer', input.layer);
-        if (input.session !== undefined) query.set('session_id', input.session);
-        const qs = query.size > 0 ? `?${query.toString()}` : '';
-        const res = await clientFor(input, io.env).request<unknown>('GET', `/api/rules${qs}`);
+        const res = await clientFor(input, io.env).listRules({
+          ...(input.container !== undefined && { container: input.container }),
+          ...(input.layer !== undefined && { layer: input.layer as RuleListQuery['layer'] }),
+          ...(input.session !== undefined && { session_id: input.session }),
+        });
         if (input.json) printJson(io, res);
         else printRows(io, expectShape(ruleList, res).rules, RULE_COLUMNS, 'no rules');
         return EXIT_OK;
@@ -496,7 +512,7 @@ function registerRuleCommands(program: Command, ctx: CliContext): void {
   withClientOptions(rule.command('rm').alias('remove').argument('<id>', 'rule id').description('remove a rule')).action(
     action(ctx, async ([id], opts) => {
       const input = validate(ruleRemoveInput, { ...opts, id }, ['id']);
-      const res = await clientFor(input, io.env).request<unknown>('DELETE', `/api/rules/${input.id}`);
+      const res = await clientFor(input, io.env).deleteRule(input.id);
       if (input.json) printJson(io, res);
       else io.out(`deleted rule ${input.id}`);
       return EXIT_OK;
@@ -511,7 +527,7 @@ function registerLearnCommands(program: Command, ctx: CliContext): void {
   const setLearning = async (opts: Record<string, unknown>, container: string | undefined, enabled: boolean): Promise<number> => {
     const input = validate(learnInput, { ...opts, container }, ['container']);
     const body = { enabled, ...(input.ttl !== undefined && { ttl_seconds: input.ttl }) };
-    const res = await clientFor(input, io.env).request<unknown>('PUT', `/api/containers/${encodeURIComponent(input.container)}/learning`, body);
+    const res = await clientFor(input, io.env).setLearning(input.container, body);
     if (input.json) printJson(io, res);
     else io.out(learningLine(input.container, enabled, res));
     return EXIT_OK;
@@ -552,7 +568,7 @@ function registerCheckCommand(program: Command, ctx: CliContext): void {
     action(ctx, async ([container, hostArg, portArg], opts) => {
       const input = validate(checkInput, { ...opts, container, host: hostArg, port: portArg }, ['container', 'host', 'port']);
       const body = { container_name: input.container, destination: input.host, port: input.port, ...(input.resolve === true && { resolve: true }) };
-      const res = await clientFor(input, io.env).request<unknown>('POST', '/api/check', body);
+      const res = await clientFor(input, io.env).check(body);
       const result = expectShape(checkResult, res);
       if (input.json) printJson(io, res);
       else {

@@ -7,6 +7,7 @@ import { Command, CommanderError } from 'commander';
 import { ConfigError, loadConfig } from '../config/load.js';
 import type { Config, ConfigInput } from '../config/schema.js';
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, errorMessage, registerClientCommands, type CliContext, type CliIo } from './client-commands.js';
+import { registerRunCommand } from './run-command.js';
 
 export type { CliIo } from './client-commands.js';
 
@@ -48,6 +49,9 @@ function buildProgram(ctx: CliContext, commanderIo: Pick<CliIo, 'out' | 'err'>):
   const program = new Command('sluice')
     .description('network egress proxy with layered, session-scoped ACLs')
     .version(packageVersion())
+    // Options of `sluice` itself come before the subcommand, so `sluice run` can pass the
+    // command's own options through untouched.
+    .enablePositionalOptions()
     // Set before adding subcommands: commander copies these settings into each one.
     .exitOverride()
     .configureOutput({
@@ -66,6 +70,7 @@ function buildProgram(ctx: CliContext, commanderIo: Pick<CliIo, 'out' | 'err'>):
     .action(async (opts: ServeOptions) => ctx.setExitCode(await serve(opts, ctx.io)));
 
   registerClientCommands(program, ctx);
+  registerRunCommand(program, ctx);
   return program;
 }
 

@@ -46,7 +46,7 @@ export function loadConfig(sources: ConfigSources): Config {
   const file = sources.file ?? nonEmpty(env.SLUICE_CONFIG);
   const layers: Layer[] = [];
   if (file !== undefined) layers.push({ tree: readConfigFile(file), origin: () => file });
-  layers.push({ tree: envTree(env), origin: envOrigin });
+  layers.push({ tree: envTree(env), origin: (path) => envOrigin(path, env) });
   if (sources.flags !== undefined) {
     layers.push({ tree: asTree(sources.flags, 'flags'), origin: () => 'command-line flags' });
   }
@@ -95,11 +95,33 @@ function envTree(env: NodeJS.ProcessEnv): Tree {
     const value = nonEmpty(env[name]);
     if (value !== undefined) setPath(tree, path, value);
   }
+  const tokenFile = nonEmpty(env.SLUICE_API_TOKEN_FILE);
+  if (tokenFile !== undefined) tree.api_token = readTokenFile(tokenFile, env);
   return tree;
 }
 
-function envOrigin(path: Path): string | undefined {
+/**
+ * SLUICE_API_TOKEN_FILE: the API token from a file (a Docker/Kubernetes secret), trimmed.
+ * Setting it together with SLUICE_API_TOKEN is ambiguous, so it is an error.
+ */
+function readTokenFile(file: string, env: NodeJS.ProcessEnv): string {
+  if (nonEmpty(env.SLUICE_API_TOKEN) !== undefined) {
+    throw new ConfigError('SLUICE_API_TOKEN and SLUICE_API_TOKEN_FILE are both set; set only one of them');
+  }
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`SLUICE_API_TOKEN_FILE: cannot read ${file}: ${errorText(err)}`);
+  }
+  const token = text.trim();
+  if (token === '') throw new ConfigError(`SLUICE_API_TOKEN_FILE: ${file} is empty`);
+  return token;
+}
+
+function envOrigin(path: Path, env: NodeJS.ProcessEnv): string | undefined {
   const key = path.join('.');
+  if (key === 'api_token' && nonEmpty(env.SLUICE_API_TOKEN_FILE) !== undefined) return 'SLUICE_API_TOKEN_FILE';
   return ENV_FIELDS.find(([, p]) => p.join('.') === key)?.[0];
 }
 

@@ -93,7 +93,8 @@ export class Control {
   createSession(input: SessionCreate) {
     const now = this.clock();
     if (input.network_rules.length > this.opts.maxRulesPerSession) {
-      throw new ControlError(400, `a session may carry at most ${this.opts.maxRulesPerSession} rules (sessions.max_rules_per_session)`);
+      const limit = `a session may carry at most ${this.opts.maxRulesPerSession} rules (sessions.max_rules_per_session)`;
+      throw new ControlError(400, limit, [`network_rules: ${input.network_rules.length} rules given; ${limit}`]);
     }
     const errors: string[] = [];
     const rules: Array<Omit<NewRule, 'layer' | 'sessionId'>> = [];
@@ -217,7 +218,7 @@ export class Control {
 
   updateRule(id: number, patch: RulePatch) {
     const now = this.clock();
-    const current = this.editableRule(id);
+    const current = this.editableRule(id, now);
     const patterns = this.canonical(
       patch.container_pattern ?? current.containerPattern,
       patch.destination_pattern ?? current.destinationPattern,
@@ -233,7 +234,7 @@ export class Control {
   }
 
   deleteRule(id: number) {
-    const rule = this.editableRule(id);
+    const rule = this.editableRule(id, this.clock());
     this.store.deleteRule(id);
     this.state.deleteRule(id);
     this.emit({ type: 'rule.deleted', rule });
@@ -241,7 +242,7 @@ export class Control {
   }
 
   getRule(id: number) {
-    const rule = this.store.getRule(id);
+    const rule = this.liveRule(id, this.clock());
     if (!rule) throw new ControlError(404, 'rule not found');
     return ruleJson(rule);
   }
@@ -250,18 +251,34 @@ export class Control {
     const now = this.clock();
     const rules = this.store
       .listRules({ layer: q.layer, sessionId: q.session_id })
-      .filter((r) => r.expiresAt === null || r.expiresAt > now)
+      .filter((r) => this.isLive(r, now))
       .filter((r) => q.container === undefined || this.ruleAppliesTo(r, q.container, now));
     return { rules: rules.map(ruleJson) };
   }
 
   /** Session rules change only through their session; built-ins are fixed by migration. */
-  private editableRule(id: number): RuleRecord {
-    const rule = this.store.getRule(id);
+  private editableRule(id: number, now: number): RuleRecord {
+    const rule = this.liveRule(id, now);
     if (!rule) throw new ControlError(404, 'rule not found');
     if (rule.layer === 'session') throw new ControlError(409, 'session rules change with their session: re-post the session instead');
     if (rule.layer === 'builtin') throw new ControlError(409, 'built-in rules cannot be changed; add a global rule to override them');
     return rule;
+  }
+
+  private liveRule(id: number, now: number): RuleRecord | null {
+    const rule = this.store.getRule(id);
+    return rule && this.isLive(rule, now) ? rule : null;
+  }
+
+  /**
+   * Expired rules, and the rules of expired sessions, are gone the moment they expire, as
+   * for matching: the API must not show them (or let a PATCH revive them) until the sweep.
+   */
+  private isLive(r: RuleRecord, now: number): boolean {
+    if (r.expiresAt !== null && r.expiresAt <= now) return false;
+    if (r.layer !== 'session') return true;
+    const session = r.sessionId === null ? undefined : this.state.session(r.sessionId);
+    return session !== undefined && session.record.expiresAt > now;
   }
 
   private ruleAppliesTo(r: RuleRecord, container: string, now: number): boolean {

@@ -3,7 +3,12 @@
 import { z } from 'zod';
 import { NAME_RE } from '../policy/patterns.js';
 
-export const nameSchema = z.string().regex(NAME_RE, 'must be 1 to 128 letters, digits, ".", "_" or "-"');
+export const nameSchema = z
+  .string()
+  .regex(NAME_RE, 'must be 1 to 128 letters, digits, ".", "_" or "-"')
+  // URL clients resolve "." and ".." as dot segments, so a session or container so named
+  // could never be read, heartbeated or deleted through its /api/... path.
+  .refine((name) => name !== '.' && name !== '..', 'must not be "." or ".."');
 const ttlSeconds = z.number().int().min(1).max(86_400);
 const notes = z.string().max(1_000);
 

@@ -61,6 +61,7 @@ export function parseHost(raw: string): Destination {
   for (const label of labels) {
     if (label.length === 0) throw new HostError('host has an empty label');
     if (label.length > MAX_LABEL_LENGTH) throw new HostError('host label is longer than 63 characters');
+    if (label.startsWith('-') || label.endsWith('-')) throw new HostError('a host label cannot start or end with "-"');
   }
   // A final all-numeric label means the URL parser saw something IPv4-like it could not
   // fold into an address (e.g. `1.2.3.4.5`); never treat that as a name.

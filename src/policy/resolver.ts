@@ -1,7 +1,8 @@
 // Layered resolution: global > session > builtin > default deny. Inside a layer the most
 // specific rule wins and deny beats allow at equal specificity (see RuleIndex/outranks).
 import { ipDestination, type Destination, type IpAddress } from './host.js';
-import type { Action, CompiledRule, Layer, RuleRecord } from './rules.js';
+import { compileRule, type Action, type CompiledRule, type Layer, type RuleRecord } from './rules.js';
+import { specialRange } from './special-ranges.js';
 import type { LearningSource, PolicyState, SessionEntry } from './state.js';
 
 export type Reason = 'rule' | 'default_deny' | 'learning' | 'address_denied';
@@ -70,21 +71,47 @@ export function decide(state: PolicyState, subject: Subject, dest: Destination, 
 }
 
 /**
+ * The layered outcome for an address using only IP/CIDR rules (as a request for that IP
+ * literal would be decided, minus `*` rules), or null when no address rule matches. In
+ * learning mode only global rules count.
+ */
+export function addressOutcome(state: PolicyState, subject: Subject, ip: IpAddress, port: number, now: number): Outcome | null {
+  const dest = ipDestination(ip);
+  const c = subject.container;
+  const opts = { addressRulesOnly: true } as const;
+  const g = state.global.lookup(c, dest, port, now, opts);
+  if (g) return outcome(g, 'global');
+  if (subject.learning !== null) return null;
+  const s = subject.session?.rules.lookup(c, dest, port, now, opts);
+  if (s) return outcome(s, 'session');
+  const b = state.builtin.lookup(c, dest, port, now, opts);
+  return b ? outcome(b, 'builtin') : null;
+}
+
+/**
  * Whether an address a hostname resolved to is blocked by an IP/CIDR rule, resolved in
  * layers like a request for that IP literal would be (so a hostname can never reach a
  * network the rules deny by address). Returns the denying outcome, or null if it may be dialled.
  */
 export function addressDenial(state: PolicyState, subject: Subject, ip: IpAddress, port: number, now: number): Outcome | null {
-  const dest = ipDestination(ip);
-  const c = subject.container;
-  const opts = { addressRulesOnly: true } as const;
-  const g = state.global.lookup(c, dest, port, now, opts);
-  if (g) return g.deny ? outcome(g, 'global') : null;
-  if (subject.learning !== null) return null; // learning mode: only global rules can deny
-  const s = subject.session?.rules.lookup(c, dest, port, now, opts);
-  if (s) return s.deny ? outcome(s, 'session') : null;
-  const b = state.builtin.lookup(c, dest, port, now, opts);
-  return b?.deny ? outcome(b, 'builtin') : null;
+  const o = addressOutcome(state, subject, ip, port, now);
+  return o?.action === 'deny' ? o : null;
+}
+
+/**
+ * The special range that keeps `ip` out of reach, or null. A special-range address (see
+ * special-ranges.ts) is reachable only when the allowing rule names it: an IP/CIDR rule for
+ * an IP literal; for a hostname, an exact-hostname rule or an IP/CIDR rule allowing that
+ * address. Wildcards, `*` and learning mode never reach it.
+ */
+export function guardedRange(state: PolicyState, subject: Subject, verdict: Verdict, dest: Destination, ip: IpAddress, port: number, now: number): string | null {
+  const range = specialRange(ip);
+  if (range === null) return null;
+  if (verdict.reason === 'learning' || !verdict.rule) return range;
+  const named = compileRule(verdict.rule).destination.kind;
+  if (dest.kind === 'ip') return named === 'ip' || named === 'cidr' ? null : range;
+  if (named === 'host') return null;
+  return addressOutcome(state, subject, ip, port, now)?.action === 'allow' ? null : range;
 }
 
 /**

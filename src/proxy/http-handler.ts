@@ -67,11 +67,22 @@ export function createHttpHandler(opts: HttpHandlerOptions): http.Server {
     socket.once('connect', () => clearTimeout(timer));
     socket.once('close', () => clearTimeout(timer));
   });
-  proxy.on('proxyRes', (proxyRes: http.IncomingMessage) => {
-    for (const h of ['keep-alive', 'proxy-connection', 'proxy-authenticate']) delete proxyRes.headers[h];
-  });
+  // Responses get the same treatment as requests (RFC 9110 7.6.1): an origin's Connection
+  // options, and the fields they name, describe the upstream hop only. http-proxy then sets
+  // the client hop's own Connection header.
+  proxy.on('proxyRes', (proxyRes: http.IncomingMessage) => stripHopByHop(proxyRes.headers, false));
   // Without a listener http-proxy rethrows; every error is handled per request below.
   proxy.on('error', () => undefined);
+  // An upgraded WebSocket leaves the HTTP server's hands; registered as a tunnel it is
+  // drained and cut at shutdown (and idle-timed) instead of holding close() open forever.
+  const pendingUpgrades = new WeakMap<http.IncomingMessage, Admission>();
+  proxy.on('proxyReqWs', (proxyReq: http.ClientRequest, req: http.IncomingMessage, socket: net.Socket) => {
+    const admission = pendingUpgrades.get(req);
+    if (!admission) return;
+    proxyReq.once('upgrade', (_res: http.IncomingMessage, upstream: net.Socket) => {
+      tunnels.register(socket, upstream, 'http', admission, admission.addresses[0]!.toString());
+    });
+  });
 
   const server = http.createServer({
     maxHeaderSize: opts.maxHeaderBytes,
@@ -79,7 +90,15 @@ export function createHttpHandler(opts: HttpHandlerOptions): http.Server {
     requestTimeout: 0,
     keepAliveTimeout: 30_000,
     noDelay: true,
+    // headersTimeout is only enforced on this tick; Node's default (30 s) would let a stalled
+    // client hold its socket far past handshake_ms.
+    connectionsCheckingInterval: checkingInterval(opts.handshakeTimeoutMs),
   });
+  // This server never listens: the proxy listeners hand it sockets. Node starts connection
+  // tracking only on 'listening', and without it headersTimeout (408) is never enforced and
+  // closeIdleConnections()/closeAllConnections() do nothing, so shutdown would wait for
+  // every keep-alive client to leave on its own.
+  server.emit('listening');
 
   /** Identity and policy for one request; renders the refusal itself when not admitted. */
   async function admitRequest(
@@ -173,6 +192,7 @@ export function createHttpHandler(opts: HttpHandlerOptions): http.Server {
       req.headers.host = url.authority;
       req.url = url.path;
       const address = admission.addresses[0]!.toString();
+      pendingUpgrades.set(req, admission);
       proxy.ws(req, socket, head, { target: { host: address, hostname: address, port: admission.port, protocol: 'http:' } as never }, (err) =>
         refuse(upstreamFailure(err as NodeJS.ErrnoException, url.authority)),
       );
@@ -196,6 +216,12 @@ export function createHttpHandler(opts: HttpHandlerOptions): http.Server {
   });
 
   return server;
+}
+
+/** How often to look for clients that are too slow with their headers (a fraction of the limit). */
+function checkingInterval(handshakeTimeoutMs: number): number {
+  if (handshakeTimeoutMs <= 0) return 1000;
+  return Math.max(25, Math.min(1000, Math.floor(handshakeTimeoutMs / 4)));
 }
 
 function respond(res: http.ServerResponse, f: Failure): void {
@@ -249,5 +275,7 @@ function absoluteTarget(req: http.IncomingMessage): AbsoluteTarget {
     }
   }
   if (host.length === 0) return { error: 'request URL has no host' };
-  return { host, port, authority, path: m[3] || '/' };
+  // `http://host?q` has an empty path; origin-form needs it spelled `/?q` (RFC 9112 3.2.1).
+  const path = m[3] ?? '';
+  return { host, port, authority, path: path.startsWith('/') ? path : `/${path}` };
 }

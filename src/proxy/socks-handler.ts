@@ -135,6 +135,9 @@ export function handleSocks(socket: net.Socket, first: Buffer, opts: SocksHandle
 
   function connect(protocol: Protocol, host: string, port: number): void {
     phase = 'connecting';
+    // The client's part of the handshake is done; DNS and dialling have their own deadlines,
+    // and a slow destination must be answered with a reply code, not a silent close.
+    clearTimeout(timer);
     socket.off('data', onData);
     socket.pause();
     const reject = (f: Failure): void =>
@@ -151,7 +154,6 @@ export function handleSocks(socket: net.Socket, first: Buffer, opts: SocksHandle
         dialled.socket.destroy();
         return;
       }
-      clearTimeout(timer);
       const bound = boundOf(dialled.socket);
       socket.write(protocol === 'socks5' ? socks5Reply(SOCKS5_REPLY.SUCCEEDED, bound) : socks4Reply(SOCKS4_REPLY.GRANTED, bound?.host.includes(':') ? undefined : bound));
       // Bytes the client pipelined after its request go out first, in order.

@@ -51,6 +51,18 @@ export class Tunnels {
    * the other side's writable), so request/response protocols over a tunnel work.
    */
   relay(client: net.Socket, upstream: net.Socket, protocol: Protocol, admission: Admission, address: string): TunnelInfo {
+    const info = this.register(client, upstream, protocol, admission, address);
+    client.pipe(upstream);
+    upstream.pipe(client);
+    client.resume();
+    return info;
+  }
+
+  /**
+   * Tracks a pair that something else relays (an upgraded WebSocket, piped by http-proxy):
+   * it still counts for drain, shutdown, idle timeout and revocation like any tunnel.
+   */
+  register(client: net.Socket, upstream: net.Socket, protocol: Protocol, admission: Admission, address: string): TunnelInfo {
     const info: TunnelInfo = { id: this.nextId++, protocol, admission, address, since: this.clock() };
     let closed = false;
     const close = (reason: string): void => {
@@ -80,9 +92,6 @@ export class Tunnels {
       // The client socket sees traffic in both directions, so its timer is the tunnel's.
       client.setTimeout(this.idleMs, () => close('idle_timeout'));
     }
-    client.pipe(upstream);
-    upstream.pipe(client);
-    client.resume();
     return info;
   }
 

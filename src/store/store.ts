@@ -162,12 +162,18 @@ export class Store {
   }
 
   /**
-   * Creates a session, or updates one with the same id in place: it keeps its creation
-   * order and token, and its rules are replaced. All or nothing.
+   * Creates a session, or updates an unexpired one with the same id in place: it keeps its
+   * creation order and token, and its rules are replaced. All or nothing.
    */
   upsertSession(s: SessionWrite, rules: readonly Omit<NewRule, 'layer' | 'sessionId'>[], now: number): { session: StoredSession; rules: RuleRecord[]; created: boolean } {
     return this.db.transaction(() => {
-      const existing = this.q.sessionById.get(s.id);
+      let existing = this.q.sessionById.get(s.id);
+      // An expired session is over even if the sweeper has not deleted it yet: its id starts
+      // a new session (new creation order, new token), as it would after the sweep.
+      if (existing && existing.expires_at <= now) {
+        this.q.deleteSession.run(s.id);
+        existing = undefined;
+      }
       const params = {
         id: s.id,
         container: s.container,
