@@ -1,20 +1,29 @@
 // Assembles a running sluice from a validated config: store -> state -> gate -> listeners
-// and API. Also owns shutdown order: stop accepting, drain tunnels, close the store.
+// and API. Also owns shutdown order: stop accepting, drain connections, flush the audit
+// trail, close the store.
 import { randomBytes } from 'node:crypto';
 import type net from 'node:net';
 import { resolve as resolvePath } from 'node:path';
 import pino, { type Logger } from 'pino';
 import type { Config } from './config/schema.js';
-import { Control } from './control/control.js';
+import { Control, type ChangeEvent } from './control/control.js';
+import { LearningService } from './control/learning.js';
+import { Revoker } from './control/revoker.js';
 import { PolicyState } from './policy/state.js';
 import { formatHostPort } from './policy/host.js';
 import { readOrCreateSecretFile } from './identity/tokens.js';
 import { openDatabase } from './store/database.js';
 import { Store } from './store/store.js';
-import { Gate, type DecisionRecord } from './proxy/gate.js';
+import { AuditLog } from './audit/audit-log.js';
+import { createDecisionSink } from './audit/decision-sink.js';
+import { EventBus } from './events/bus.js';
+import { WebhookSink } from './events/webhook.js';
+import { Limiter } from './limits/limiter.js';
+import { Metrics } from './metrics/metrics.js';
+import { Gate } from './proxy/gate.js';
 import { systemResolver, type HostResolver } from './proxy/dns.js';
 import { SelfGuard } from './proxy/self-guard.js';
-import { Tunnels, type TunnelClosed } from './proxy/tunnels.js';
+import { Connections, type ConnectionClosed } from './proxy/connections.js';
 import { createHttpHandler } from './proxy/http-handler.js';
 import { createProxyListener } from './proxy/listener.js';
 import { createApiServer } from './api/server.js';
@@ -39,7 +48,8 @@ export interface Sluice {
   readonly apiTokenFile: string | null;
   readonly dataDir: string;
   readonly control: Control;
-  readonly tunnels: Tunnels;
+  readonly connections: Connections;
+  readonly audit: AuditLog;
   close(): Promise<void>;
 }
 
@@ -63,6 +73,16 @@ function urlHost(host: string): string {
   return host.includes(':') ? `[${host}]` : host;
 }
 
+/** The event published for a control-plane change. */
+function changeEvent(e: ChangeEvent): { container: string | null; data: Record<string, unknown> } {
+  if ('rule' in e) {
+    const r = e.rule;
+    return { container: null, data: { rule_id: r.id, layer: r.layer, session_id: r.sessionId, container_pattern: r.containerPattern, destination_pattern: r.destinationPattern, port_pattern: r.portPattern, action: r.action } };
+  }
+  if (e.type === 'learning.changed') return { container: e.container, data: { enabled: e.enabled } };
+  return { container: e.container, data: { session_id: e.sessionId } };
+}
+
 export async function startSluice(config: Config, options: SluiceOptions = {}): Promise<Sluice> {
   const logger = options.logger ?? pino({ level: config.log.level, base: { service: 'sluice' } });
   const clock = options.clock ?? Date.now;
@@ -70,7 +90,7 @@ export async function startSluice(config: Config, options: SluiceOptions = {}): 
   const db = openDatabase(dataDir);
   const store = new Store(db);
 
-  // SLUICE_API_TOKEN reaches here as config.api_token (see config/load.ts).
+  // SLUICE_API_TOKEN and SLUICE_API_TOKEN_FILE reach here as config.api_token (config/load.ts).
   let apiToken = config.api_token;
   let apiTokenFile: string | null = null;
   if (!apiToken) {
@@ -82,6 +102,9 @@ export async function startSluice(config: Config, options: SluiceOptions = {}): 
 
   if (config.identity === 'username') {
     logger.warn('identity: username — proxy passwords are NOT checked; any client can claim any container name. Use only with launchers that cannot send session tokens.');
+  }
+  if (!config.guard_special_ranges) {
+    logger.warn('guard_special_ranges: false — wildcard rules and learning mode can reach private, link-local and metadata addresses.');
   }
 
   const state = new PolicyState();
@@ -105,43 +128,62 @@ export async function startSluice(config: Config, options: SluiceOptions = {}): 
   });
   control.load();
 
-  const decisionLog = logger.child({ component: 'decision' });
-  const onDecision = config.log.decisions
-    ? (r: DecisionRecord): void =>
-        decisionLog.info(
-          {
-            container: r.container,
-            session: r.sessionId,
-            protocol: r.protocol,
-            client: r.clientAddress,
-            destination: r.destination,
-            port: r.port,
-            resolved: r.address,
-            decision: r.decision,
-            reason: r.reason,
-            layer: r.layer,
-            rule: r.ruleId,
-          },
-          'decision',
-        )
-    : (): void => undefined;
-  const onTunnelClosed = config.log.decisions
-    ? (c: TunnelClosed): void =>
-        decisionLog.info(
-          {
-            container: c.info.admission.container,
-            session: c.info.admission.record.sessionId,
-            protocol: c.info.protocol,
-            destination: formatHostPort(c.info.admission.destination.host, c.info.admission.port),
-            resolved: c.info.address,
-            bytes_up: c.bytesUp,
-            bytes_down: c.bytesDown,
-            duration_ms: c.durationMs,
-            close_reason: c.reason,
-          },
-          'tunnel closed',
-        )
-    : (): void => undefined;
+  let storeHealthy = true;
+  const storeError = (what: string) => (err: unknown) => {
+    storeHealthy = false;
+    logger.error({ err }, `${what} failed; decisions continue from memory`);
+  };
+  const audit = new AuditLog(
+    db,
+    {
+      flushIntervalMs: config.audit.flush_interval_ms,
+      flushBatch: config.audit.flush_batch,
+      maxQueue: config.audit.max_queue,
+      retentionDays: config.audit.retention_days,
+      maxRows: config.audit.max_rows,
+    },
+    storeError('audit write'),
+  );
+  const bus = new EventBus(clock);
+  const limiter = new Limiter(config.limits.max_limiter_keys, clock);
+  // `connections` is created below; the metric sources only read it at scrape time.
+  let connections: Connections | null = null;
+  const metrics = new Metrics({
+    sessionsActive: () => control.listSessions().sessions.length,
+    rulesByLayer: () => ({ global: state.global.size, builtin: state.builtin.size, session: [...state.allSessions()].reduce((n, e) => n + e.rules.size, 0) }),
+    openConnections: () => connections?.size ?? 0,
+    auditQueueDepth: () => audit.queueDepth,
+    auditDropped: () => audit.dropped,
+    eventSubscribers: () => bus.subscriberCount,
+    eventSubscribersDropped: () => bus.droppedSubscribers,
+    limiterKeys: () => limiter.keyCount,
+    limiterKeysRejected: () => limiter.keysRejected,
+  });
+  const decisionLog = config.log.decisions ? logger.child({ component: 'decision' }) : null;
+
+  const onClosed = (c: ConnectionClosed): void => {
+    const a = c.info.admission;
+    a.release();
+    audit.closed(a.record.id, c);
+    metrics.bytes.inc({ direction: 'up' }, c.bytesUp);
+    metrics.bytes.inc({ direction: 'down' }, c.bytesDown);
+    const data = {
+      connection_id: c.info.id,
+      decision_id: a.record.id,
+      session_id: a.record.sessionId,
+      protocol: c.info.protocol,
+      destination: formatHostPort(a.destination.host, a.port),
+      address: c.info.address,
+      bytes_up: c.bytesUp,
+      bytes_down: c.bytesDown,
+      duration_ms: c.durationMs,
+      close_reason: c.reason,
+    };
+    if (bus.wants('connection.closed')) bus.publish('connection.closed', a.container, data);
+    decisionLog?.info({ container: a.container, ...data }, 'connection closed');
+  };
+  connections = new Connections(clock, config.timeouts.idle_ms, onClosed);
+  const openConnections = connections;
 
   const selfGuard = new SelfGuard();
   const gate = new Gate(state, {
@@ -150,22 +192,96 @@ export async function startSluice(config: Config, options: SluiceOptions = {}): 
     clock,
     resolver: options.resolver ?? systemResolver,
     selfGuard,
-    onDecision,
+    guardSpecialRanges: config.guard_special_ranges,
+    limiter,
+    defaultLimits: { maxConnections: config.limits.max_connections, connectionsPerSecond: config.limits.connections_per_second },
+    nextDecisionId: () => audit.newDecisionId(),
+    onDecision: createDecisionSink({ audit, metrics, bus, log: decisionLog }),
+    onUpstreamFailure: (record, failure) => {
+      audit.failed(record.id, failure.kind);
+      decisionLog?.info({ id: record.id, container: record.container, destination: record.destination, port: record.port, error: failure.kind, detail: failure.detail }, 'upstream failure');
+    },
   });
-  const tunnels = new Tunnels(clock, config.timeouts.idle_ms, onTunnelClosed);
-  const handlerOpts = { gate, tunnels, connectTimeoutMs: config.timeouts.connect_ms, handshakeTimeoutMs: config.timeouts.handshake_ms };
+
+  const revoker = new Revoker(
+    state,
+    {
+      open: function* () {
+        for (const c of openConnections.infos()) {
+          yield { id: c.id, container: c.admission.container, destination: c.admission.destination, port: c.admission.port, address: c.address };
+        }
+      },
+      close: (id, reason) => openConnections.close(id, reason),
+    },
+    clock,
+    (c, why) => {
+      metrics.revoked.inc();
+      logger.info({ connection_id: c.id, container: c.container, destination: formatHostPort(c.destination.host, c.port), why }, 'connection revoked');
+    },
+  );
+  control.onChange((e) => {
+    const { container, data } = changeEvent(e);
+    bus.publish(e.type, container, data);
+    if (e.type !== 'rule.created' || e.rule.action === 'deny') revoker.schedule();
+  });
+
+  const handlerOpts = { gate, connections, connectTimeoutMs: config.timeouts.connect_ms, handshakeTimeoutMs: config.timeouts.handshake_ms };
   const httpHandler = createHttpHandler({ ...handlerOpts, maxHeaderBytes: config.limits.max_header_bytes });
   const httpListener = createProxyListener(httpHandler, handlerOpts);
   const socksListener = createProxyListener(httpHandler, handlerOpts);
 
-  let storeHealthy = true;
+  let webhook: WebhookSink | null = null;
+  if (config.webhook.url) {
+    webhook = new WebhookSink(
+      {
+        url: config.webhook.url,
+        allowedHosts: config.webhook.allowed_hosts,
+        types: config.webhook.types,
+        batchSize: config.webhook.batch_size,
+        flushIntervalMs: config.webhook.flush_interval_ms,
+        maxQueue: config.webhook.max_queue,
+        maxRetries: config.webhook.max_retries,
+      },
+      (err) => logger.warn({ err }, 'webhook delivery failed'),
+    );
+    webhook.start(bus);
+  }
+
   const api = createApiServer({
     control,
     gate,
+    audit,
+    bus,
+    metrics,
+    learning: new LearningService(audit, control, clock),
+    connections: {
+      list: (container) =>
+        openConnections
+          .entries()
+          .filter((c) => container === undefined || c.admission.container === container)
+          .map((c) => ({
+            id: c.id,
+            kind: c.kind,
+            protocol: c.protocol,
+            container: c.admission.container,
+            sessionId: c.admission.record.sessionId,
+            destination: c.admission.destination.host,
+            port: c.admission.port,
+            address: c.address,
+            since: c.since,
+            bytesUp: c.bytesUp,
+            bytesDown: c.bytesDown,
+            layer: c.admission.verdict.layer,
+            ruleId: c.admission.verdict.rule?.id ?? null,
+            reason: c.admission.verdict.reason,
+          })),
+      close: (id, reason) => openConnections.close(id, reason),
+    },
+    maxEventBufferBytes: config.events.max_buffer_bytes,
     token: apiToken,
     maxBodyBytes: config.limits.max_api_body_bytes,
     logger: logger.child({ component: 'api' }),
-    health: () => ({ store: storeHealthy ? 'ok' : 'degraded', open_tunnels: tunnels.size }),
+    health: () => ({ store: storeHealthy && audit.healthy ? 'ok' : 'degraded', open_connections: openConnections.size }),
   });
 
   let httpEnd: Endpoint;
@@ -187,14 +303,24 @@ export async function startSluice(config: Config, options: SluiceOptions = {}): 
   bound.http = httpEnd;
   bound.socks = socksEnd;
   for (const e of [httpEnd, socksEnd, apiEnd]) selfGuard.add(e.host, e.port);
+  audit.start();
 
+  // Expiry is time-driven: each tick deletes what expired and re-decides open connections,
+  // which also catches a learning switch or a rule that simply ran out.
+  let lastRetention = 0;
   const sweeper = setInterval(() => {
+    const now = clock();
     try {
       control.sweep();
       storeHealthy = true;
     } catch (err) {
-      storeHealthy = false;
-      logger.error({ err }, 'session sweep failed; decisions continue from memory');
+      storeError('session sweep')(err);
+    }
+    revoker.sweep();
+    limiter.evictIdle(now);
+    if (now - lastRetention >= 60_000) {
+      lastRetention = now;
+      audit.enforceRetention(now);
     }
   }, config.sessions.sweep_interval_ms);
   sweeper.unref();
@@ -219,7 +345,8 @@ export async function startSluice(config: Config, options: SluiceOptions = {}): 
     apiTokenFile,
     dataDir,
     control,
-    tunnels,
+    connections: openConnections,
+    audit,
     close() {
       closing ??= (async () => {
         clearInterval(sweeper);
@@ -229,10 +356,12 @@ export async function startSluice(config: Config, options: SluiceOptions = {}): 
         ]);
         httpHandler.closeIdleConnections();
         await api.close();
-        await tunnels.drain(config.timeouts.shutdown_grace_ms);
-        tunnels.closeAll('shutdown');
+        await openConnections.drain(config.timeouts.shutdown_grace_ms);
+        openConnections.closeAll('shutdown');
         httpHandler.closeAllConnections();
         await stopped;
+        await webhook?.stop();
+        audit.stop();
         db.close();
         logger.info('sluice stopped');
         logger.flush?.();

@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { describeOutcome } from '../proxy/outcomes.js';
 import type { Gate } from '../proxy/gate.js';
 import type { Control } from '../control/control.js';
+import type { AuditLog } from '../audit/audit-log.js';
 import { ruleJson } from '../control/control.js';
 import {
   checkSchema,
@@ -20,23 +21,35 @@ import { BadInput, parseInput } from './input.js';
 export interface RouteDeps {
   readonly control: Control;
   readonly gate: Gate;
+  readonly audit: AuditLog;
 }
+
+type RuleJson = ReturnType<typeof ruleJson>;
 
 const idParams = z.object({ id: nameSchema });
 const ruleParams = z.object({ id: ruleIdSchema });
 const nameParams = z.object({ name: nameSchema });
 
-export function registerRoutes(app: FastifyInstance, { control, gate }: RouteDeps): void {
+export function registerRoutes(app: FastifyInstance, { control, gate, audit }: RouteDeps): void {
+  // Usage counters come from the audit batches (flushed first, so they are current).
+  const withUsage = (rules: RuleJson[]) => {
+    const usage = audit.ruleUsage();
+    return rules.map((r) => {
+      const u = usage.get(r.id);
+      return { ...r, hit_count: u?.hitCount ?? 0, last_used_at: u?.lastUsedAt ? new Date(u.lastUsedAt).toISOString() : null };
+    });
+  };
+
   app.post('/api/sessions', async (req) => control.createSession(parseInput(sessionCreateSchema, req.body, '')));
   app.get('/api/sessions', async () => control.listSessions());
   app.get('/api/sessions/:id', async (req) => control.getSession(parseInput(idParams, req.params, 'path').id));
   app.post('/api/sessions/:id/heartbeat', async (req) => control.heartbeat(parseInput(idParams, req.params, 'path').id));
   app.delete('/api/sessions/:id', async (req) => control.deleteSession(parseInput(idParams, req.params, 'path').id));
 
-  app.get('/api/rules', async (req) => control.listRules(parseInput(ruleListQuerySchema, req.query, 'query')));
-  app.post('/api/rules', async (req) => control.createRule(parseInput(ruleCreateSchema, req.body, '')));
-  app.get('/api/rules/:id', async (req) => control.getRule(parseInput(ruleParams, req.params, 'path').id));
-  app.patch('/api/rules/:id', async (req) => control.updateRule(parseInput(ruleParams, req.params, 'path').id, parseInput(rulePatchSchema, req.body, '')));
+  app.get('/api/rules', async (req) => ({ rules: withUsage(control.listRules(parseInput(ruleListQuerySchema, req.query, 'query')).rules) }));
+  app.post('/api/rules', async (req) => withUsage([control.createRule(parseInput(ruleCreateSchema, req.body, ''))])[0]);
+  app.get('/api/rules/:id', async (req) => withUsage([control.getRule(parseInput(ruleParams, req.params, 'path').id)])[0]);
+  app.patch('/api/rules/:id', async (req) => withUsage([control.updateRule(parseInput(ruleParams, req.params, 'path').id, parseInput(rulePatchSchema, req.body, ''))])[0]);
   app.delete('/api/rules/:id', async (req) => control.deleteRule(parseInput(ruleParams, req.params, 'path').id));
 
   app.get('/api/containers', async () => control.containers());

@@ -6,8 +6,9 @@ import { safeEqual } from '../identity/tokens.js';
 import { ControlError } from '../control/control.js';
 import { BadInput } from './input.js';
 import { registerRoutes, type RouteDeps } from './routes.js';
+import { registerObserveRoutes, type ObserveDeps } from './routes-observe.js';
 
-export interface ApiOptions extends RouteDeps {
+export interface ApiOptions extends RouteDeps, ObserveDeps {
   readonly token: string;
   readonly maxBodyBytes: number;
   readonly logger: Logger;
@@ -74,5 +75,6 @@ export function createApiServer(opts: ApiOptions): FastifyInstance {
   });
 
   registerRoutes(app, opts);
+  registerObserveRoutes(app, opts);
   return app;
 }

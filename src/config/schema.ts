@@ -35,6 +35,12 @@ export const configSchema = z
      * `username`: trust the username alone (for launchers that send `container:anything`).
      */
     identity: z.enum(['credentials', 'username']).default('credentials'),
+    /**
+     * Keep private, link-local (cloud metadata), CGNAT, multicast and similar ranges out of
+     * reach of wildcard rules, `*` and learning mode: only a rule naming the address, the
+     * network or the exact hostname reaches them.
+     */
+    guard_special_ranges: z.boolean().default(true),
     timeouts: z
       .object({
         connect_ms: ms(10_000),

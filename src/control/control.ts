@@ -60,6 +60,7 @@ function sessionJson(s: StoredSession | SessionEntry['record']) {
     allow_all: s.allowAll,
     source_ips: s.sourceIps,
     metadata: s.metadata,
+    limits: s.limits ? { max_connections: s.limits.maxConnections ?? null, connections_per_second: s.limits.connectionsPerSecond ?? null } : null,
   };
 }
 
@@ -133,6 +134,9 @@ export class Control {
           allowAll: input.allow_all,
           sourceIps,
           metadata: input.metadata ?? null,
+          limits: input.limits
+            ? { maxConnections: input.limits.max_connections, connectionsPerSecond: input.limits.connections_per_second }
+            : null,
           tokenHash: hashToken(deriveToken(this.opts.tokenSecret, id, nonce)),
           tokenNonce: nonce,
         },

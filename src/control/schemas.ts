@@ -10,6 +10,16 @@ export const nameSchema = z
   // could never be read, heartbeated or deleted through its /api/... path.
   .refine((name) => name !== '.' && name !== '..', 'must not be "." or ".."');
 const ttlSeconds = z.number().int().min(1).max(86_400);
+
+export const sessionLimitsSchema = z
+  .object({
+    /** Concurrent connections; 0 = unlimited. */
+    max_connections: z.number().int().min(0).max(1_000_000).optional(),
+    /** New connections per second; 0 = unlimited. */
+    connections_per_second: z.number().min(0).max(1_000_000).optional(),
+  })
+  .strict();
+export type SessionLimits = z.infer<typeof sessionLimitsSchema>;
 const notes = z.string().max(1_000);
 
 export const networkRuleSchema = z
@@ -30,6 +40,8 @@ export const sessionCreateSchema = z
     allow_all: z.boolean().default(false),
     source_ips: z.array(z.string().min(1).max(64)).max(64).default([]),
     metadata: z.record(z.string().max(128), z.unknown()).optional(),
+    /** Overrides the configured per-container connection limits while this session is current. */
+    limits: sessionLimitsSchema.optional(),
   })
   .strict();
 export type SessionCreate = z.infer<typeof sessionCreateSchema>;

@@ -15,6 +15,8 @@ export interface SessionRecord {
   readonly allowAll: boolean;
   readonly sourceIps: readonly string[];
   readonly metadata: Readonly<Record<string, unknown>> | null;
+  /** Per-session overrides of the connection limits (unset fields fall back to config). */
+  readonly limits?: { readonly maxConnections?: number | undefined; readonly connectionsPerSecond?: number | undefined } | null;
   readonly tokenHash: string;
 }
 

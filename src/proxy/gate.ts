@@ -1,19 +1,21 @@
 // The decision half of the hot path, shared by HTTP, CONNECT, SOCKS5 and SOCKS4:
-// identify -> decide -> resolve -> check addresses. Reads only in-memory state.
+// identify -> limit -> decide -> resolve -> check addresses. Reads only in-memory state.
 import { HostError, parseHost, type Destination, type IpAddress } from '../policy/host.js';
-import { addressDenial, decide, subjectFor, type Outcome, type Reason, type Subject, type Verdict } from '../policy/resolver.js';
-import type { PolicyState } from '../policy/state.js';
+import { addressDenial, decide, guardedRange, subjectFor, type Outcome, type Reason, type Subject, type Verdict } from '../policy/resolver.js';
+import type { LearningSource, PolicyState } from '../policy/state.js';
 import { identify, type Credentials, type Identity, type IdentityMode } from '../identity/identify.js';
+import type { LimitSettings, Limiter } from '../limits/limiter.js';
 import { DnsError, resolveHost, type HostResolver } from './dns.js';
 import { denial, describeOutcome, identityFailure, type Failure } from './outcomes.js';
 import type { SelfGuard } from './self-guard.js';
 
 export type Protocol = 'http' | 'connect' | 'socks5' | 'socks4';
 
-export type DecisionReason = Reason | 'identity_required' | 'self_connection' | 'bad_request';
+export type DecisionReason = Reason | 'identity_required' | 'self_connection' | 'address_guarded' | 'bad_request' | 'limit';
 
-/** One connection attempt as it will be logged and audited. */
+/** One connection attempt as it is logged, audited and published. */
 export interface DecisionRecord {
+  readonly id: number;
   readonly time: number;
   readonly protocol: Protocol;
   readonly clientAddress: string;
@@ -27,6 +29,9 @@ export interface DecisionRecord {
   readonly reason: DecisionReason;
   readonly layer: string | null;
   readonly ruleId: number | null;
+  /** Set while the container is in learning mode, with what would have happened without it. */
+  readonly learning: LearningSource | null;
+  readonly wouldBe: Outcome | null;
 }
 
 export interface Admission {
@@ -38,6 +43,8 @@ export interface Admission {
   /** Addresses that passed every check, in the resolver's order. */
   readonly addresses: IpAddress[];
   readonly record: DecisionRecord;
+  /** Frees the connection's limiter slot; call once when the connection ends. */
+  readonly release: () => void;
 }
 
 /** What evaluate() concluded; `denied` carries the outcome that decided it. */
@@ -66,8 +73,16 @@ export interface GateOptions {
   readonly clock: () => number;
   readonly resolver: HostResolver;
   readonly selfGuard: SelfGuard;
-  /** Receives every decision (logging now; the audit trail builds on it). */
+  /** Keep special ranges (private, link-local, metadata...) out of wildcard and learning reach. */
+  readonly guardSpecialRanges: boolean;
+  readonly limiter: Limiter;
+  /** The configured limits, overridden per field by the current session's. */
+  readonly defaultLimits: LimitSettings;
+  readonly nextDecisionId: () => number;
+  /** Receives every decision (audit, metrics, events, log). */
   readonly onDecision: (record: DecisionRecord) => void;
+  /** An allowed connection that then failed upstream (DNS, refused, timeout...). */
+  readonly onUpstreamFailure: (record: DecisionRecord, failure: Failure) => void;
 }
 
 export class Gate {
@@ -86,12 +101,18 @@ export class Gate {
     return identityFailure(identity.reason === 'missing' ? 'identity_required' : 'identity_invalid');
   }
 
+  /** Reports an upstream failure after an allow, so the audit record says what happened. */
+  upstreamFailed(admission: Admission, failure: Failure): void {
+    admission.release();
+    this.opts.onUpstreamFailure(admission.record, failure);
+  }
+
   /**
    * Decides a destination the way the proxy does before dialling: policy on the name as
    * requested, then (for hostnames) resolution and address checks. Records nothing, so
    * the control API's check endpoint can call it too.
    */
-  async evaluate(container: string, rawHost: string, port: number, resolve = true): Promise<Evaluation> {
+  async evaluate(container: string, rawHost: string, port: number, resolve = true, given?: Subject): Promise<Evaluation> {
     let destination: Destination;
     try {
       destination = parseHost(rawHost);
@@ -100,7 +121,7 @@ export class Gate {
       return { kind: 'bad_request', detail: `invalid destination host: ${err.message}` };
     }
     const now = this.opts.clock();
-    const subject = subjectFor(this.state, container, now);
+    const subject = given ?? subjectFor(this.state, container, now);
     const verdict = decide(this.state, subject, destination, port, now);
     const ctx = { container, host: destination.host, port };
     if (verdict.action === 'deny') {
@@ -145,6 +166,14 @@ export class Gate {
           continue;
         }
       }
+      const guarded = this.opts.guardSpecialRanges ? guardedRange(this.state, subject, verdict, destination, ip, port, later) : null;
+      if (guarded !== null) {
+        if (reason === 'address_denied' && !denied) {
+          reason = 'address_guarded';
+          why = `${destination.host === ip.toString() ? ip.toString() : `${destination.host} resolves to ${ip.toString()}, which`} is in a ${guarded} range: only a rule naming that address, network or exact hostname reaches it`;
+        }
+        continue;
+      }
       addresses.push(ip);
     }
     if (addresses.length === 0) {
@@ -159,24 +188,51 @@ export class Gate {
   }
 
   async admit(container: string, protocol: Protocol, clientAddress: string, rawHost: string, port: number): Promise<AdmitResult> {
-    const e = await this.evaluate(container, rawHost, port);
-    const note = (decision: 'allow' | 'deny', reason: DecisionReason, outcome: Outcome | null, address: string | null, host: string): DecisionRecord => {
-      const record = this.record(protocol, clientAddress, container, 'verdict' in e ? e.verdict.sessionId : null, host, port, address, decision, reason, outcome);
+    const now = this.opts.clock();
+    const subject = subjectFor(this.state, container, now);
+    const sessionId = subject.session?.record.id ?? null;
+    // Limits count attempts, denied ones included: hammering denied destinations is load too.
+    const slot = this.opts.limiter.acquire(container, this.limitsFor(subject));
+    if (!slot.ok) {
+      const record = this.record(protocol, clientAddress, container, sessionId, rawHost, port, null, 'deny', 'limit', null);
+      this.opts.onDecision(record);
+      const detail = slot.why === 'keys' ? 'too many distinct containers are connecting; refusing new ones' : `container ${container} is over its ${slot.why === 'rate' ? 'new-connection rate' : 'concurrent-connection'} limit`;
+      return { ok: false, failure: { kind: 'limited', detail, retryAfterSeconds: slot.retryAfterSeconds }, record };
+    }
+    const e = await this.evaluate(container, rawHost, port, true, subject);
+    const note = (decision: 'allow' | 'deny', reason: DecisionReason, outcome: Outcome | null, address: string | null, host: string, verdict: Verdict | null): DecisionRecord => {
+      const record = this.record(protocol, clientAddress, container, sessionId, host, port, address, decision, reason, outcome, verdict);
       this.opts.onDecision(record);
       return record;
     };
+    if (e.kind !== 'allowed') slot.release();
     switch (e.kind) {
       case 'bad_request':
-        return { ok: false, failure: { kind: 'bad_request', detail: e.detail }, record: note('deny', 'bad_request', null, null, rawHost) };
+        return { ok: false, failure: { kind: 'bad_request', detail: e.detail }, record: note('deny', 'bad_request', null, null, rawHost, null) };
       case 'denied':
-        return { ok: false, failure: e.failure, record: note('deny', e.reason, e.outcome, e.address, e.destination.host) };
-      case 'unresolved':
-        return { ok: false, failure: e.failure, record: note('allow', e.verdict.reason, e.verdict, null, e.destination.host) };
+        return { ok: false, failure: e.failure, record: note('deny', e.reason, e.outcome, e.address, e.destination.host, e.verdict) };
+      case 'unresolved': {
+        const record = note('allow', e.verdict.reason, e.verdict, null, e.destination.host, e.verdict);
+        this.opts.onUpstreamFailure(record, e.failure);
+        return { ok: false, failure: e.failure, record };
+      }
       case 'allowed': {
-        const record = note('allow', e.verdict.reason, e.verdict, e.addresses[0]!.toString(), e.destination.host);
-        return { ok: true, admission: { container, subject: e.subject, verdict: e.verdict, destination: e.destination, port, addresses: e.addresses, record } };
+        const record = note('allow', e.verdict.reason, e.verdict, e.addresses[0]!.toString(), e.destination.host, e.verdict);
+        return {
+          ok: true,
+          admission: { container, subject: e.subject, verdict: e.verdict, destination: e.destination, port, addresses: e.addresses, record, release: slot.release },
+        };
       }
     }
+  }
+
+  private limitsFor(subject: Subject): LimitSettings {
+    const own = subject.session?.record.limits;
+    if (!own) return this.opts.defaultLimits;
+    return {
+      maxConnections: own.maxConnections ?? this.opts.defaultLimits.maxConnections,
+      connectionsPerSecond: own.connectionsPerSecond ?? this.opts.defaultLimits.connectionsPerSecond,
+    };
   }
 
   private record(
@@ -190,8 +246,10 @@ export class Gate {
     decision: 'allow' | 'deny',
     reason: DecisionReason,
     outcome: Outcome | null,
+    verdict: Verdict | null = null,
   ): DecisionRecord {
     return {
+      id: this.opts.nextDecisionId(),
       time: this.opts.clock(),
       protocol,
       clientAddress,
@@ -204,7 +262,8 @@ export class Gate {
       reason,
       layer: outcome?.layer ?? null,
       ruleId: outcome?.rule?.id ?? null,
+      learning: verdict?.learning ?? null,
+      wouldBe: verdict?.wouldBe ?? null,
     };
   }
 }
-

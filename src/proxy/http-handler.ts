@@ -8,12 +8,12 @@ import { parseBasicAuth } from '../identity/identify.js';
 import { dial } from './dial.js';
 import type { Admission, Gate, Protocol } from './gate.js';
 import { proxyStatusHeader, renderingOf, type Failure } from './outcomes.js';
-import type { Tunnels } from './tunnels.js';
+import type { Connections } from './connections.js';
 import { clientAddress } from './client-address.js';
 
 export interface HttpHandlerOptions {
   readonly gate: Gate;
-  readonly tunnels: Tunnels;
+  readonly connections: Connections;
   readonly connectTimeoutMs: number;
   readonly handshakeTimeoutMs: number;
   readonly maxHeaderBytes: number;
@@ -34,7 +34,7 @@ function stripHopByHop(headers: http.IncomingHttpHeaders, keepUpgrade: boolean):
   for (const h of HOP_BY_HOP) if (!(keepUpgrade && (h === 'upgrade' || h === 'connection'))) delete headers[h];
 }
 
-const STATUS_TEXT: Record<number, string> = { 400: 'Bad Request', 403: 'Forbidden', 407: 'Proxy Authentication Required', 408: 'Request Timeout', 431: 'Request Header Fields Too Large', 502: 'Bad Gateway', 504: 'Gateway Timeout' };
+const STATUS_TEXT: Record<number, string> = { 400: 'Bad Request', 403: 'Forbidden', 407: 'Proxy Authentication Required', 408: 'Request Timeout', 429: 'Too Many Requests', 431: 'Request Header Fields Too Large', 502: 'Bad Gateway', 504: 'Gateway Timeout' };
 
 /** A complete response written straight to a raw socket (CONNECT, upgrades, parse errors). */
 function rawResponse(socket: net.Socket, status: number, body: string, headers: Record<string, string> = {}): void {
@@ -48,6 +48,7 @@ function rawResponse(socket: net.Socket, status: number, body: string, headers: 
 function failureHeaders(f: Failure): Record<string, string> {
   const headers: Record<string, string> = { 'Proxy-Status': proxyStatusHeader(f.kind, f.detail) };
   if (f.kind === 'identity_required' || f.kind === 'identity_invalid') headers['Proxy-Authenticate'] = 'Basic realm="sluice"';
+  if (f.retryAfterSeconds !== undefined) headers['Retry-After'] = String(f.retryAfterSeconds);
   return headers;
 }
 
@@ -56,7 +57,7 @@ function failureBody(f: Failure): string {
 }
 
 export function createHttpHandler(opts: HttpHandlerOptions): http.Server {
-  const { gate, tunnels } = opts;
+  const { gate, connections } = opts;
   const agent = new http.Agent({ keepAlive: true, maxSockets: 512, maxFreeSockets: 64, scheduling: 'lifo' });
   const proxy = httpProxy.createProxyServer({ agent, xfwd: false, ws: true, changeOrigin: false });
   // The connect timeout for forwarded requests: the agent has none of its own.
@@ -80,7 +81,7 @@ export function createHttpHandler(opts: HttpHandlerOptions): http.Server {
     const admission = pendingUpgrades.get(req);
     if (!admission) return;
     proxyReq.once('upgrade', (_res: http.IncomingMessage, upstream: net.Socket) => {
-      tunnels.register(socket, upstream, 'http', admission, admission.addresses[0]!.toString());
+      connections.register(socket, upstream, 'http', admission, admission.addresses[0]!.toString());
     });
   });
 
@@ -144,16 +145,18 @@ export function createHttpHandler(opts: HttpHandlerOptions): http.Server {
       socket.once('close', () => (gone = true));
       const dialled = await dial(admission.addresses, admission.port, opts.connectTimeoutMs, () => gone);
       if (!dialled.ok) {
+        gate.upstreamFailed(admission, dialled.failure);
         refuse(dialled.failure);
         return;
       }
       if (gone) {
+        admission.release();
         dialled.socket.destroy();
         return;
       }
       socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
       if (head.length > 0) dialled.socket.write(head);
-      tunnels.relay(socket, dialled.socket, 'connect', admission, dialled.address);
+      connections.relay(socket, dialled.socket, 'connect', admission, dialled.address);
     })().catch(() => socket.destroy());
   });
 
@@ -171,9 +174,12 @@ export function createHttpHandler(opts: HttpHandlerOptions): http.Server {
       req.headers.host = url.authority;
       req.url = url.path;
       const address = admission.addresses[0]!.toString();
-      proxy.web(req, res, { target: { host: address, hostname: address, port: admission.port, protocol: 'http:' } as never }, (err) =>
-        respond(res, upstreamFailure(err as NodeJS.ErrnoException, url.authority)),
-      );
+      connections.trackForward(req, res, admission, address);
+      proxy.web(req, res, { target: { host: address, hostname: address, port: admission.port, protocol: 'http:' } as never }, (err) => {
+        const f = upstreamFailure(err as NodeJS.ErrnoException, url.authority);
+        gate.upstreamFailed(admission, f);
+        respond(res, f);
+      });
     })().catch(() => res.destroy());
   });
 
@@ -193,9 +199,13 @@ export function createHttpHandler(opts: HttpHandlerOptions): http.Server {
       req.url = url.path;
       const address = admission.addresses[0]!.toString();
       pendingUpgrades.set(req, admission);
-      proxy.ws(req, socket, head, { target: { host: address, hostname: address, port: admission.port, protocol: 'http:' } as never }, (err) =>
-        refuse(upstreamFailure(err as NodeJS.ErrnoException, url.authority)),
-      );
+      // An upgrade the origin declines never becomes a tunnel; its limiter slot ends with the socket.
+      socket.once('close', admission.release);
+      proxy.ws(req, socket, head, { target: { host: address, hostname: address, port: admission.port, protocol: 'http:' } as never }, (err) => {
+        const f = upstreamFailure(err as NodeJS.ErrnoException, url.authority);
+        gate.upstreamFailed(admission, f);
+        refuse(f);
+      });
     })().catch(() => socket.destroy());
   });
 

@@ -8,6 +8,7 @@ export type FailureKind =
   | 'identity_invalid'
   | 'denied'
   | 'bad_request'
+  | 'limited'
   | 'dns_error'
   | 'dns_timeout'
   | 'connection_refused'
@@ -21,6 +22,8 @@ export interface Failure {
   readonly detail: string;
   /** Full explanation for the HTTP body (defaults to `detail`). */
   readonly body?: string;
+  /** For `limited`: when the client may try again (HTTP Retry-After). */
+  readonly retryAfterSeconds?: number;
 }
 
 interface Rendering {
@@ -37,6 +40,7 @@ const RENDER: Record<FailureKind, Rendering> = {
   identity_required: { status: 407, proxyStatus: 'http_request_denied', socks5: SOCKS5_NOT_ALLOWED, socks4: SOCKS4_REJECTED },
   identity_invalid: { status: 407, proxyStatus: 'http_request_denied', socks5: SOCKS5_NOT_ALLOWED, socks4: SOCKS4_REJECTED },
   denied: { status: 403, proxyStatus: 'http_request_denied', socks5: SOCKS5_NOT_ALLOWED, socks4: SOCKS4_REJECTED },
+  limited: { status: 429, proxyStatus: 'http_request_denied', socks5: SOCKS5_NOT_ALLOWED, socks4: SOCKS4_REJECTED },
   bad_request: { status: 400, proxyStatus: 'http_request_error', socks5: 0x01, socks4: SOCKS4_REJECTED },
   dns_error: { status: 502, proxyStatus: 'dns_error', socks5: 0x04, socks4: SOCKS4_REJECTED },
   dns_timeout: { status: 504, proxyStatus: 'dns_timeout', socks5: 0x04, socks4: SOCKS4_REJECTED },

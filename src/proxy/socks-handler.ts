@@ -18,11 +18,11 @@ import {
   socks5MethodReply,
   socks5Reply,
 } from './socks-codec.js';
-import type { Tunnels } from './tunnels.js';
+import type { Connections } from './connections.js';
 
 export interface SocksHandlerOptions {
   readonly gate: Gate;
-  readonly tunnels: Tunnels;
+  readonly connections: Connections;
   readonly connectTimeoutMs: number;
   readonly handshakeTimeoutMs: number;
 }
@@ -149,8 +149,12 @@ export function handleSocks(socket: net.Socket, first: Buffer, opts: SocksHandle
       let gone = false;
       socket.once('close', () => (gone = true));
       const dialled = await dial(result.admission.addresses, port, opts.connectTimeoutMs, () => gone);
-      if (!dialled.ok) return reject(dialled.failure);
+      if (!dialled.ok) {
+        gate.upstreamFailed(result.admission, dialled.failure);
+        return reject(dialled.failure);
+      }
       if (gone) {
+        result.admission.release();
         dialled.socket.destroy();
         return;
       }
@@ -158,7 +162,7 @@ export function handleSocks(socket: net.Socket, first: Buffer, opts: SocksHandle
       socket.write(protocol === 'socks5' ? socks5Reply(SOCKS5_REPLY.SUCCEEDED, bound) : socks4Reply(SOCKS4_REPLY.GRANTED, bound?.host.includes(':') ? undefined : bound));
       // Bytes the client pipelined after its request go out first, in order.
       if (buf.length > 0) dialled.socket.write(buf);
-      opts.tunnels.relay(socket, dialled.socket, protocol, result.admission, dialled.address);
+      opts.connections.relay(socket, dialled.socket, protocol, result.admission, dialled.address);
     })().catch(() => finish());
   }
 }

@@ -15,6 +15,7 @@ interface SessionRow {
   allow_all: number;
   source_ips: string;
   metadata: string | null;
+  limits: string | null;
   token_hash: string;
   token_nonce: string;
 }
@@ -62,6 +63,7 @@ export interface SessionWrite {
   readonly allowAll: boolean;
   readonly sourceIps: readonly string[];
   readonly metadata: Record<string, unknown> | null;
+  readonly limits: SessionRecord['limits'] | null;
   /** Used only when the session is new; an existing session keeps its token. */
   readonly tokenHash: string;
   readonly tokenNonce: string;
@@ -85,6 +87,7 @@ function toSession(r: SessionRow): StoredSession {
     allowAll: r.allow_all === 1,
     sourceIps: JSON.parse(r.source_ips) as string[],
     metadata: r.metadata === null ? null : (JSON.parse(r.metadata) as Record<string, unknown>),
+    limits: r.limits === null ? null : (JSON.parse(r.limits) as SessionRecord['limits']),
     tokenHash: r.token_hash,
     tokenNonce: r.token_nonce,
   };
@@ -113,12 +116,12 @@ export class Store {
       sessionById: db.prepare<[string], SessionRow>('SELECT * FROM sessions WHERE id = ?'),
       sessions: db.prepare<[], SessionRow>('SELECT * FROM sessions ORDER BY seq'),
       insertSession: db.prepare(
-        `INSERT INTO sessions (id, container, created_at, updated_at, expires_at, ttl_seconds, allow_all, source_ips, metadata, token_hash, token_nonce)
-         VALUES (@id, @container, @now, @now, @expiresAt, @ttlSeconds, @allowAll, @sourceIps, @metadata, @tokenHash, @tokenNonce)`,
+        `INSERT INTO sessions (id, container, created_at, updated_at, expires_at, ttl_seconds, allow_all, source_ips, metadata, limits, token_hash, token_nonce)
+         VALUES (@id, @container, @now, @now, @expiresAt, @ttlSeconds, @allowAll, @sourceIps, @metadata, @limits, @tokenHash, @tokenNonce)`,
       ),
       updateSession: db.prepare(
         `UPDATE sessions SET updated_at = @now, expires_at = @expiresAt, ttl_seconds = @ttlSeconds, allow_all = @allowAll,
-           source_ips = @sourceIps, metadata = @metadata WHERE id = @id`,
+           source_ips = @sourceIps, metadata = @metadata, limits = @limits WHERE id = @id`,
       ),
       touchSession: db.prepare('UPDATE sessions SET expires_at = ?, updated_at = ? WHERE id = ? AND expires_at > ?'),
       deleteSession: db.prepare('DELETE FROM sessions WHERE id = ?'),
@@ -183,6 +186,7 @@ export class Store {
         allowAll: s.allowAll ? 1 : 0,
         sourceIps: JSON.stringify(s.sourceIps),
         metadata: s.metadata === null ? null : JSON.stringify(s.metadata),
+        limits: s.limits === null ? null : JSON.stringify(s.limits),
         tokenHash: s.tokenHash,
         tokenNonce: s.tokenNonce,
       };

@@ -26,7 +26,7 @@ test('create, read, patch and delete a global rule', async () => {
   const created = await s.api('POST', '/api/rules', { destination_pattern: 'API.Example.com.', port_pattern: '443,80', action: 'allow', notes: 'first' });
   assert.equal(created.status, 200);
   const r = created.body;
-  assert.deepEqual(Object.keys(r).sort(), ['action', 'container_pattern', 'created_at', 'destination_pattern', 'expires_at', 'id', 'layer', 'notes', 'port_pattern', 'session_id']);
+  assert.deepEqual(Object.keys(r).sort(), ['action', 'container_pattern', 'created_at', 'destination_pattern', 'expires_at', 'hit_count', 'id', 'last_used_at', 'layer', 'notes', 'port_pattern', 'session_id']);
   assert.deepEqual(
     { ...r, id: 0 },
     {
@@ -40,6 +40,8 @@ test('create, read, patch and delete a global rule', async () => {
       expires_at: null,
       notes: 'first',
       created_at: new Date(clock.now).toISOString(),
+      hit_count: 0,
+      last_used_at: null,
     },
   );
   assert.deepEqual((await s.api('GET', `/api/rules/${r.id}`)).body, r);

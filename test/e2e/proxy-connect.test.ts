@@ -33,8 +33,8 @@ test('a raw CONNECT gets "200 Connection Established", and the tunnel is registe
   c.write(`CONNECT ${origin.authority} HTTP/1.1\r\nHost: ${origin.authority}\r\nProxy-Authorization: ${basic('build-1', session.proxy_token)}\r\n\r\n`);
   const head = await c.takeThrough('\r\n\r\n');
   assert.match(head, /^HTTP\/1\.1 200 Connection Established\r\n\r\n$/);
-  assert.equal(s.sluice.tunnels.size, 1);
-  const [info] = s.sluice.tunnels.list();
+  assert.equal(s.sluice.connections.size, 1);
+  const [info] = s.sluice.connections.entries();
   assert.equal(info!.protocol, 'connect');
   assert.equal(info!.address, '127.0.0.2');
   c.write(`GET /in-tunnel HTTP/1.1\r\nHost: ${origin.authority}\r\n\r\n`);
@@ -42,7 +42,7 @@ test('a raw CONNECT gets "200 Connection Established", and the tunnel is registe
   assert.equal(res.status, 200);
   assert.match(res.body, /GET \/in-tunnel/);
   c.close();
-  await eventually(() => s.sluice.tunnels.size === 0, 2000, 'the tunnel to be unregistered');
+  await eventually(() => s.sluice.connections.size === 0, 2000, 'the tunnel to be unregistered');
 });
 
 test('CONNECT to [::1]:port reaches an IPv6 origin', async (t) => {

@@ -2,7 +2,7 @@
 // itself, the unspecified address, addresses a hostname resolves into a denied network).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { curl } from '../helpers/harness.js';
+import { curl, type TestSluice } from '../helpers/harness.js';
 import {
   basic,
   blackholeFor,
@@ -19,7 +19,6 @@ import {
   type HttpResponse,
   type T,
 } from '../helpers/proxy-helpers.js';
-import type { TestSluice } from '../helpers/harness.js';
 
 /** The refusal a plain absolute-form request and a CONNECT get for `authority`. */
 async function httpBoth(t: T, s: TestSluice, token: string, authority: string): Promise<{ plain: HttpResponse; connect: HttpResponse }> {
@@ -141,7 +140,8 @@ test('denied resolved addresses are skipped: the connection goes to the first al
 
 test("connections to sluice's own listeners and API are denied even though 127.0.0.1 is allowed", async (t) => {
   const s = await sluiceFor(t, { resolver: async (name) => (name === 'me.test' || name === 'localhost' ? ['127.0.0.1'] : []) });
-  const session = await s.createSession({ container_name: 'build-1', network_rules: [{ destination_pattern: '*' }] });
+  // 127.0.0.1 and localhost are allowed by the built-in rules; me.test by the session.
+  const session = await s.createSession({ container_name: 'build-1', network_rules: [{ destination_pattern: 'me.test' }] });
   for (const [name, port] of [
     ['api', s.sluice.api.port],
     ['http', s.sluice.http.port],
@@ -163,10 +163,13 @@ test("connections to sluice's own listeners and API are denied even though 127.0
   assert.doesNotMatch(r.stdout, /session_id/);
 });
 
-test('0.0.0.0 and :: are never dialled, even when the rules allow everything', async (t) => {
+test('0.0.0.0 and :: are never dialled, even when a rule allows them', async (t) => {
   const origin = await originFor(t, '127.0.0.1');
   const s = await sluiceFor(t, { resolver: async (name) => (name === 'zero.test' ? ['0.0.0.0'] : name === 'zero6.test' ? ['::'] : []) });
-  const session = await s.createSession({ container_name: 'build-1', network_rules: [{ destination_pattern: '*' }] });
+  const session = await s.createSession({
+    container_name: 'build-1',
+    network_rules: ['0.0.0.0', '::', 'zero.test', 'zero6.test'].map((d) => ({ destination_pattern: d })),
+  });
   // An origin on 127.0.0.1 would answer a dial of 0.0.0.0:port on Linux.
   for (const host of ['0.0.0.0', '0', '[::]', 'zero.test', 'zero6.test']) {
     const { plain, connect } = await httpBoth(t, s, session.proxy_token, `${host}:${origin.port}`);
@@ -180,4 +183,33 @@ test('0.0.0.0 and :: are never dialled, even when the rules allow everything', a
   const r = await curl(['-i', '-x', session.proxy.http, `http://0.0.0.0:${origin.port}/`]);
   assert.equal(parseCurl(r.stdout).status, 403);
   assert.equal(origin.requests.length, 0);
+});
+
+test('other spellings of a denied address are denied on every protocol', async (t) => {
+  const victim = await originFor(t, '127.0.0.3');
+  const s = await sluiceFor(t, {
+    resolver: async () => {
+      throw new Error('IP literals must never be resolved');
+    },
+  });
+  // The session allows it; a global rule (higher layer) denies it.
+  const session = await s.createSession({ container_name: 'build-1', network_rules: [{ destination_pattern: '127.0.0.3' }] });
+  await s.api('POST', '/api/rules', { destination_pattern: '127.0.0.3', action: 'deny' });
+  const p = victim.port;
+  for (const host of ['127.0.0.3', '2130706435', '0x7f.0.0.3', '0177.0.0.3', '127.3', '[::ffff:127.0.0.3]', '[::ffff:7f00:3]', '127.0.0.3.']) {
+    const { plain, connect } = await httpBoth(t, s, session.proxy_token, `${host}:${p}`);
+    assertFailure(plain, 403, 'http_request_denied', `plain ${host}`);
+    assertFailure(connect, 403, 'http_request_denied', `connect ${host}`);
+    assert.match(plain.body, /Blocked by sluice egress policy: 127\.0\.0\.3:/, host);
+  }
+  // SOCKS5: IPv4-mapped IPv6 (ATYP 4) and IP literals sent as domain names (ATYP 3).
+  const mapped = Buffer.from([0x05, 0x01, 0x00, 0x04, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 127, 0, 0, 3, p >> 8, p & 0xff]);
+  for (const req of [mapped, socks5.domain('127.0.0.3', p), socks5.domain('2130706435', p), socks5.domain('[::ffff:127.0.0.3]', p)]) {
+    const { rep } = await socks5Raw(t, s.sluice.socks.port, 'build-1', session.proxy_token, req);
+    assert.equal(rep, 0x02, req.toString('hex'));
+  }
+  const c = await RawClient.connect(t, s.sluice.socks.port);
+  c.write(socks4.connect4a('0x7f000003', p, `build-1:${session.proxy_token}`));
+  assert.equal((await c.take(8))[1], 0x5b);
+  assert.equal(victim.requests.length, 0);
 });

@@ -31,7 +31,7 @@ test('curl through the HTTP port reaches an allowed origin and the origin sees a
   assert.match(res.body, new RegExp(`^origin 127\\.0\\.0\\.2:${origin.port} GET /path\\?q=1\\n$`));
   assert.equal(origin.requests.length, 1);
   assert.equal(origin.requests[0]!.url, '/path?q=1');
-  assert.equal(s.sluice.tunnels.size, 0, 'plain HTTP forwarding is not a tunnel');
+  assert.equal(s.sluice.connections.size, 0, 'plain HTTP forwarding is not a tunnel');
 });
 
 test('the SOCKS port serves HTTP proxying too (first byte decides)', async (t) => {

@@ -2,9 +2,8 @@
 // malformed, expired, deleted), identification by source address, and `identity: username`.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { curl, type TestSluice } from '../helpers/harness.js';
+import { curl, type Origin, type TestSluice } from '../helpers/harness.js';
 import { basic, basicSetup, originFor, parseCurl, proxyUrl, RawClient, sessionFor, sluiceFor, socks4, socks5, socks5Raw, socksConnect, type T } from '../helpers/proxy-helpers.js';
-import type { Origin } from '../helpers/harness.js';
 
 const CHALLENGE = 'Basic realm="sluice"';
 

@@ -50,7 +50,7 @@ test('timeouts.idle_ms closes an idle tunnel (CONNECT and SOCKS5) but not a busy
   assert.ok((await socksClosed) - started < 800, 'idle SOCKS5 tunnel closed');
   assert.equal(busy.closed, false, 'busy tunnel kept');
   await echoes(busy, 'still here');
-  await eventually(() => s.sluice.tunnels.size === 1, 1000, 'only the busy tunnel left');
+  await eventually(() => s.sluice.connections.size === 1, 1000, 'only the busy tunnel left');
   // Traffic in the downstream direction alone also counts as activity.
   busy.close();
 });
@@ -109,7 +109,7 @@ test('graceful close: open tunnels keep working during the grace period, new con
   await closing;
   const took = closedAt - started;
   assert.ok(took >= GRACE - 50 && took < GRACE + 1000, `close() took ${took} ms`);
-  assert.equal(s.sluice.tunnels.size, 0);
+  assert.equal(s.sluice.connections.size, 0);
 });
 
 test('graceful close returns as soon as the last tunnel ends on its own', async (t) => {
@@ -165,8 +165,8 @@ test('close() ends an open WebSocket within the grace period', async (t) => {
   c.write(`GET http://127.0.0.2:${port}/ws HTTP/1.1\r\nHost: 127.0.0.2:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nProxy-Authorization: ${basic('build-1', session.proxy_token)}\r\n\r\n`);
   assert.match(await c.takeThrough('\r\n\r\n'), /^HTTP\/1\.1 101/);
   await echoes(c, 'ws-data');
-  assert.equal(s.sluice.tunnels.size, 1, 'an upgraded WebSocket counts as an open tunnel');
-  assert.equal(s.sluice.tunnels.list()[0]!.protocol, 'http');
+  assert.equal(s.sluice.connections.size, 1, 'an upgraded WebSocket counts as an open tunnel');
+  assert.equal(s.sluice.connections.entries()[0]!.protocol, 'http');
   const started = Date.now();
   const result = await within(s.sluice.close(), GRACE + 1500);
   assert.notEqual(result, 'timeout', 'close() must not wait for the WebSocket client to leave');
@@ -202,6 +202,6 @@ test('a client that leaves while sluice is still resolving leaves no tunnel or u
   connect.close();
   viaSocks.close();
   await sleep(200); // past the resolver's answer
-  await eventually(() => s.sluice.tunnels.size === 0, 1000, 'no tunnel left for the departed clients');
+  await eventually(() => s.sluice.connections.size === 0, 1000, 'no tunnel left for the departed clients');
   await eventually(() => echo.closedCount() === echo.received.length, 1000, 'every upstream connection to close');
 });

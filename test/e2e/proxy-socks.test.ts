@@ -178,3 +178,17 @@ test('SOCKS4a to a name that resolves to IPv6 works (the reply carries no IPv6 a
   c.write(`GET /4a-v6 HTTP/1.1\r\nHost: v6.test\r\nConnection: close\r\n\r\n`);
   assert.match((await c.takeResponse()).body, /GET \/4a-v6/);
 });
+
+test('an IP literal sent as a SOCKS5 domain name is used as the address, without DNS', async (t) => {
+  const origin = await originFor(t);
+  const s = await sluiceFor(t, {
+    resolver: async () => {
+      throw new Error('must not be asked');
+    },
+  });
+  const session = await sessionFor(s, 'build-1', origin);
+  const { c, rep } = await socks5Raw(t, s.sluice.socks.port, 'build-1', session.proxy_token, socks5.domain('127.0.0.2', origin.port));
+  assert.equal(rep, 0x00);
+  c.write(`GET /literal HTTP/1.1\r\nHost: ${origin.authority}\r\nConnection: close\r\n\r\n`);
+  assert.match((await c.takeResponse()).body, /GET \/literal/);
+});

@@ -1,6 +1,7 @@
 // Building blocks for the data-plane end-to-end tests (test/e2e/proxy-*.test.ts): a test
 // sluice + origin with cleanup registered, a scriptable raw TCP client, SOCKS wire
 // messages, a minimal HTTP response parser, and a "blackhole" destination whose connects hang.
+import assert from 'node:assert/strict';
 import http from 'node:http';
 import net from 'node:net';
 import type { TestContext } from 'node:test';
@@ -223,7 +224,7 @@ export const socks4 = {
 export async function socks5Raw(t: T, proxyPort: number, user: string, pass: string, request: Buffer): Promise<{ c: RawClient; rep: number }> {
   const c = await RawClient.connect(t, proxyPort);
   c.write(socks5.greeting(0x02));
-  assert2((await c.take(2)).equals(Buffer.from([0x05, 0x02])), 'server selects username/password');
+  assert.deepEqual([...(await c.take(2))], [0x05, 0x02], 'server selects username/password');
   c.write(socks5.auth(user, pass));
   const status = await c.take(2);
   if (status[1] !== 0x00) return { c, rep: -1 };
@@ -232,10 +233,6 @@ export async function socks5Raw(t: T, proxyPort: number, user: string, pass: str
   const addrLen = head[3] === 0x04 ? 16 : 4;
   await c.take(addrLen + 2);
   return { c, rep: head[1]! };
-}
-
-function assert2(cond: boolean, what: string): void {
-  if (!cond) throw new Error(`expected: ${what}`);
 }
 
 /** SocksClient.createConnection with a bounded timeout. */
