@@ -359,6 +359,8 @@ export async function startSluice(config: Config, options: SluiceOptions = {}): 
         await openConnections.drain(config.timeouts.shutdown_grace_ms);
         openConnections.closeAll('shutdown');
         httpHandler.closeAllConnections();
+        // Stops the header-timeout checker the handler runs (it never listened itself).
+        httpHandler.close(() => undefined);
         await stopped;
         await webhook?.stop();
         audit.stop();

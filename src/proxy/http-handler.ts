@@ -9,6 +9,7 @@ import { dial } from './dial.js';
 import type { Admission, Gate, Protocol } from './gate.js';
 import { proxyStatusHeader, renderingOf, type Failure } from './outcomes.js';
 import type { Connections } from './connections.js';
+import { UpstreamAgent, poolHost } from './upstream-agent.js';
 import { clientAddress } from './client-address.js';
 
 export interface HttpHandlerOptions {
@@ -58,16 +59,8 @@ function failureBody(f: Failure): string {
 
 export function createHttpHandler(opts: HttpHandlerOptions): http.Server {
   const { gate, connections } = opts;
-  const agent = new http.Agent({ keepAlive: true, maxSockets: 512, maxFreeSockets: 64, scheduling: 'lifo' });
+  const agent = new UpstreamAgent(opts.connectTimeoutMs);
   const proxy = httpProxy.createProxyServer({ agent, xfwd: false, ws: true, changeOrigin: false });
-  // The connect timeout for forwarded requests: the agent has none of its own.
-  proxy.on('proxyReq', (proxyReq: http.ClientRequest) => {
-    const socket = proxyReq.socket;
-    if (!socket || !socket.connecting) return;
-    const timer = setTimeout(() => proxyReq.destroy(Object.assign(new Error('connect timeout'), { code: 'ETIMEDOUT' })), opts.connectTimeoutMs);
-    socket.once('connect', () => clearTimeout(timer));
-    socket.once('close', () => clearTimeout(timer));
-  });
   // Responses get the same treatment as requests (RFC 9110 7.6.1): an origin's Connection
   // options, and the fields they name, describe the upstream hop only. http-proxy then sets
   // the client hop's own Connection header.
@@ -81,7 +74,7 @@ export function createHttpHandler(opts: HttpHandlerOptions): http.Server {
     const admission = pendingUpgrades.get(req);
     if (!admission) return;
     proxyReq.once('upgrade', (_res: http.IncomingMessage, upstream: net.Socket) => {
-      connections.register(socket, upstream, 'http', admission, admission.addresses[0]!.toString());
+      connections.register(socket, upstream, 'http', admission, upstream.remoteAddress ?? admission.addresses[0]!.toString());
     });
   });
 
@@ -173,8 +166,8 @@ export function createHttpHandler(opts: HttpHandlerOptions): http.Server {
       // RFC 9112 3.2.2: with an absolute-form target the Host header must be the URL's authority.
       req.headers.host = url.authority;
       req.url = url.path;
-      const address = admission.addresses[0]!.toString();
-      connections.trackForward(req, res, admission, address);
+      const address = poolHost(admission.addresses);
+      connections.trackForward(req, res, admission, admission.addresses[0]!.toString());
       proxy.web(req, res, { target: { host: address, hostname: address, port: admission.port, protocol: 'http:' } as never }, (err) => {
         const f = upstreamFailure(err as NodeJS.ErrnoException, url.authority);
         gate.upstreamFailed(admission, f);
@@ -197,7 +190,7 @@ export function createHttpHandler(opts: HttpHandlerOptions): http.Server {
       stripHopByHop(req.headers, true);
       req.headers.host = url.authority;
       req.url = url.path;
-      const address = admission.addresses[0]!.toString();
+      const address = poolHost(admission.addresses);
       pendingUpgrades.set(req, admission);
       // An upgrade the origin declines never becomes a tunnel; its limiter slot ends with the socket.
       socket.once('close', admission.release);

@@ -1,0 +1,40 @@
+// The keep-alive pool for forwarded HTTP requests. Its connections are dialled like a
+// tunnel's: across every address that passed the policy checks, in order, within the
+// connect timeout. The candidate list is the pool key, so requests whose destination
+// resolved to the same allowed addresses share idle connections.
+import http from 'node:http';
+import type net from 'node:net';
+import ipaddr from 'ipaddr.js';
+import type { IpAddress } from '../policy/host.js';
+import { dial } from './dial.js';
+import type { FailureKind } from './outcomes.js';
+
+/** What http-proxy is given as the target host: the allowed addresses, comma-joined. */
+export function poolHost(addresses: readonly IpAddress[]): string {
+  return addresses.map((a) => a.toString()).join(',');
+}
+
+// http-proxy reports upstream trouble as errno-style errors; keep the classification dial() made.
+const ERRNO: Partial<Record<FailureKind, string>> = {
+  connection_refused: 'ECONNREFUSED',
+  connection_timeout: 'ETIMEDOUT',
+  unreachable: 'EHOSTUNREACH',
+};
+
+export class UpstreamAgent extends http.Agent {
+  constructor(private readonly connectTimeoutMs: number) {
+    super({ keepAlive: true, maxSockets: 512, maxFreeSockets: 64, scheduling: 'lifo' });
+  }
+
+  override createConnection(options: http.ClientRequestArgs, callback?: (err: Error | null, socket: net.Socket) => void): net.Socket | undefined {
+    const candidates = String(options.host ?? '')
+      .split(',')
+      .filter((a) => ipaddr.isValid(a))
+      .map((a) => ipaddr.parse(a));
+    void dial(candidates, Number(options.port), this.connectTimeoutMs, () => false).then((r) => {
+      if (r.ok) callback?.(null, r.socket);
+      else callback?.(Object.assign(new Error(r.failure.detail), { code: ERRNO[r.failure.kind] ?? 'ECONNRESET' }), undefined as never);
+    });
+    return undefined;
+  }
+}
