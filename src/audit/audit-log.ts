@@ -1,22 +1,10 @@
 // The decision audit trail. The hot path only appends to in-memory queues; a timer writes
 // them to SQLite in one transaction per batch, so a connection never waits on disk.
 import type { Db } from '../store/database.js';
+import type { DecisionRecord } from '../proxy/gate.js';
 
-export interface AuditDecision {
-  readonly id: number;
-  readonly time: number;
-  readonly protocol: string;
-  readonly clientAddress: string;
-  readonly container: string | null;
-  readonly sessionId: string | null;
-  readonly destination: string;
-  readonly port: number;
-  readonly address: string | null;
-  readonly decision: 'allow' | 'deny';
-  readonly reason: string;
-  readonly layer: string | null;
-  readonly ruleId: number | null;
-}
+/** The fields of a decision the audit trail stores. */
+export type AuditDecision = Omit<DecisionRecord, 'learning' | 'wouldBe'>;
 
 export interface ClosedStats {
   readonly bytesUp: number;

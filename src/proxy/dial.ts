@@ -5,7 +5,8 @@ import type { Failure } from './outcomes.js';
 
 export type DialResult = { ok: true; socket: net.Socket; address: string } | { ok: false; failure: Failure };
 
-function classify(err: NodeJS.ErrnoException, target: string): Failure {
+/** What an errno from connecting to `target` means for the client. */
+export function classify(err: NodeJS.ErrnoException, target: string): Failure {
   switch (err.code) {
     case 'ECONNREFUSED':
       return { kind: 'connection_refused', detail: `${target} refused the connection` };

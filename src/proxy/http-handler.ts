@@ -5,7 +5,7 @@ import type net from 'node:net';
 import httpProxy from 'http-proxy';
 import { HostError, parseAuthority, parsePort } from '../policy/host.js';
 import { parseBasicAuth } from '../identity/identify.js';
-import { dial } from './dial.js';
+import { classify, dial } from './dial.js';
 import type { Admission, Gate, Protocol } from './gate.js';
 import { proxyStatusHeader, renderingOf, type Failure } from './outcomes.js';
 import type { Connections } from './connections.js';
@@ -237,18 +237,9 @@ function respond(res: http.ServerResponse, f: Failure): void {
   res.end(body);
 }
 
-function upstreamFailure(err: NodeJS.ErrnoException, authority: string): Failure {
-  switch (err.code) {
-    case 'ECONNREFUSED':
-      return { kind: 'connection_refused', detail: `${authority} refused the connection` };
-    case 'ETIMEDOUT':
-      return { kind: 'connection_timeout', detail: `${authority} did not answer in time` };
-    case 'EHOSTUNREACH':
-    case 'ENETUNREACH':
-      return { kind: 'unreachable', detail: `${authority} is unreachable` };
-    default:
-      return { kind: 'connect_error', detail: `forwarding to ${authority} failed (${err.code ?? err.message})` };
-  }
+/** The failure behind a forwarding error: the pool's own dial verdict when it has one. */
+function upstreamFailure(err: NodeJS.ErrnoException & { failure?: Failure }, authority: string): Failure {
+  return err.failure ?? classify(err, authority);
 }
 
 type AbsoluteTarget = { host: string; port: number; authority: string; path: string } | { error: string };

@@ -33,7 +33,7 @@ export class UpstreamAgent extends http.Agent {
       .map((a) => ipaddr.parse(a));
     void dial(candidates, Number(options.port), this.connectTimeoutMs, () => false).then((r) => {
       if (r.ok) callback?.(null, r.socket);
-      else callback?.(Object.assign(new Error(r.failure.detail), { code: ERRNO[r.failure.kind] ?? 'ECONNRESET' }), undefined as never);
+      else callback?.(Object.assign(new Error(r.failure.detail), { code: ERRNO[r.failure.kind] ?? 'ECONNRESET', failure: r.failure }), undefined as never);
     });
     return undefined;
   }

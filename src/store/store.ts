@@ -44,16 +44,7 @@ export interface StoredSession extends SessionRecord {
 }
 
 /** A rule to insert; patterns must already be canonical. */
-export interface NewRule {
-  readonly layer: Layer;
-  readonly sessionId: string | null;
-  readonly containerPattern: string;
-  readonly destinationPattern: string;
-  readonly portPattern: string;
-  readonly action: Action;
-  readonly expiresAt: number | null;
-  readonly notes: string | null;
-}
+export type NewRule = Omit<RuleRecord, 'id' | 'createdAt'>;
 
 export interface SessionWrite {
   readonly id: string;
