@@ -2,7 +2,7 @@
 // address, absolute URL host). Every spelling of the same address must come out
 // identical, or an IP/CIDR rule could be walked around by writing the address another way.
 import ipaddr from 'ipaddr.js';
-import { isIPv6 } from 'node:net';
+import { isIPv4, isIPv6 } from 'node:net';
 import { domainToASCII } from 'node:url';
 
 export type IpAddress = ipaddr.IPv4 | ipaddr.IPv6;
@@ -48,13 +48,18 @@ export function parseHost(raw: string): Destination {
     return ipDestination(parseIpv6(text.slice(1, -1)));
   }
   if (text.includes(':')) return ipDestination(parseIpv6(text));
+  // Fast path for the common case, a dotted-quad literal (already canonical: isIPv4 refuses
+  // leading zeros and other spellings, which take the full path below).
+  if (isIPv4(text)) return ipDestination(ipaddr.IPv4.parse(text));
   if (FORBIDDEN.test(text)) throw new HostError('host contains a forbidden character');
   // domainToASCII applies IDNA (punycode, case folding, full-width dots) and the WHATWG
   // IPv4 number parser; the trailing root dot is dropped only afterwards, whatever its spelling.
   let ascii = domainToASCII(text);
   if (ascii.endsWith('.')) ascii = ascii.slice(0, -1);
   if (ascii === '') throw new HostError('invalid host name');
-  if (ipaddr.IPv4.isValidFourPartDecimal(ascii)) return ipDestination(ipaddr.IPv4.parse(ascii));
+  // isIPv4, not ipaddr's validator: that one throws (and catches) for every hostname, which
+  // made name parsing the most expensive step of creating rules.
+  if (isIPv4(ascii)) return ipDestination(ipaddr.IPv4.parse(ascii));
   if (ascii.length > MAX_HOST_LENGTH) throw new HostError('host is too long');
   if (!HOST_CHARS.test(ascii)) throw new HostError('host contains a forbidden character');
   const labels = ascii.split('.');

@@ -1,4 +1,5 @@
 // Rule patterns: parsing (rejecting anything ambiguous) and their specificity ranks.
+import { isIPv4 } from 'node:net';
 import ipaddr from 'ipaddr.js';
 import { HostError, normaliseIp, parseHost, parseIpv6, type Destination, type IpAddress } from './host.js';
 
@@ -113,7 +114,7 @@ function parseCidr(pattern: string): [IpAddress, number] {
     } catch {
       throw bad();
     }
-  } else if (ipaddr.IPv4.isValidFourPartDecimal(addrText)) {
+  } else if (isIPv4(addrText)) {
     addr = ipaddr.IPv4.parse(addrText);
   } else {
     throw bad();

@@ -4,6 +4,7 @@
 import type http from 'node:http';
 import type net from 'node:net';
 import type { Admission, Protocol } from './gate.js';
+import type { Downstream } from './downstream.js';
 
 export interface ConnectionInfo {
   readonly id: number;
@@ -23,6 +24,15 @@ export interface ConnectionClosed {
   readonly reason: string;
 }
 
+/** The size of a request head as it is forwarded: request line, headers, blank line. */
+function requestHeadBytes(req: http.IncomingMessage): number {
+  let n = Buffer.byteLength(`${req.method ?? 'GET'} ${req.url ?? '/'} HTTP/${req.httpVersion}\r\n\r\n`);
+  for (const [name, value] of Object.entries(req.headers)) {
+    for (const v of Array.isArray(value) ? value : [value]) if (v !== undefined) n += Buffer.byteLength(`${name}: ${v}\r\n`);
+  }
+  return n;
+}
+
 interface Entry {
   readonly info: ConnectionInfo;
   close(reason: string): void;
@@ -33,6 +43,8 @@ export class Connections {
   private readonly open = new Map<number, Entry>();
   private nextId = 1;
   private drainWaiters: Array<() => void> = [];
+  /** Set by closeAll(): later registrations are closed at once with this reason. */
+  private closedFor: string | null = null;
 
   constructor(
     private readonly clock: () => number,
@@ -59,10 +71,11 @@ export class Connections {
    * Relays bytes both ways until either side closes. Half-close is propagated (pipe ends
    * the other side's writable), so request/response protocols over a tunnel work.
    */
-  relay(client: net.Socket, upstream: net.Socket, protocol: Protocol, admission: Admission, address: string): ConnectionInfo {
+  relay(client: net.Socket, upstream: net.Socket, protocol: Protocol, admission: Admission, address: string, downstream?: Downstream): ConnectionInfo {
     const info = this.register(client, upstream, protocol, admission, address);
     client.pipe(upstream);
-    upstream.pipe(client);
+    if (downstream) downstream.attach(client);
+    else upstream.pipe(client);
     client.resume();
     return info;
   }
@@ -84,6 +97,10 @@ export class Connections {
     upstream.on('error', () => close('upstream_error'));
     client.on('close', () => close('client_closed'));
     upstream.on('close', () => close('upstream_closed'));
+    // A side that went away while the connection was being decided and dialled will never
+    // emit 'close' again: without this the entry (and its limiter slot) would stay forever.
+    if (client.destroyed) close('client_closed');
+    else if (upstream.destroyed) close('upstream_closed');
     if (this.idleMs > 0) {
       // The client socket sees traffic in both directions, so its timer is the tunnel's.
       client.setTimeout(this.idleMs, () => close('idle_timeout'));
@@ -100,7 +117,9 @@ export class Connections {
     const socket = req.socket;
     const readAtStart = socket.bytesRead;
     const writtenAtStart = socket.bytesWritten;
-    const bytes = () => ({ up: socket.bytesRead - readAtStart, down: socket.bytesWritten - writtenAtStart });
+    // The head was read before tracking began; count it as forwarded, so a GET is not "0 bytes up".
+    const head = requestHeadBytes(req);
+    const bytes = () => ({ up: head + socket.bytesRead - readAtStart, down: socket.bytesWritten - writtenAtStart });
     const close = this.add(info, bytes, () => res.destroy());
     res.once('close', () => close(res.writableFinished ? 'completed' : 'client_closed'));
     return info;
@@ -113,7 +132,12 @@ export class Connections {
     return true;
   }
 
+  /**
+   * Closes everything open, and (shutdown) everything registered from now on: an admission
+   * still in flight when the proxy stops must not leave a tunnel that holds close() open.
+   */
   closeAll(reason: string): void {
+    this.closedFor = reason;
     for (const e of [...this.open.values()]) e.close(reason);
   }
 
@@ -146,6 +170,7 @@ export class Connections {
       if (this.open.size === 0) this.wakeDrainWaiters();
     };
     this.open.set(info.id, { info, close, bytes });
+    if (this.closedFor !== null) close(this.closedFor);
     return close;
   }
 

@@ -2,8 +2,10 @@
 import net from 'node:net';
 import type { IpAddress } from '../policy/host.js';
 import type { Failure } from './outcomes.js';
+import { Downstream } from './downstream.js';
 
-export type DialResult = { ok: true; socket: net.Socket; address: string } | { ok: false; failure: Failure };
+/** `downstream` is set when dialled for a tunnel: it carries the upstream's bytes to the client. */
+export type DialResult = { ok: true; socket: net.Socket; address: string; downstream?: Downstream } | { ok: false; failure: Failure };
 
 /** What an errno from connecting to `target` means for the client. */
 export function classify(err: NodeJS.ErrnoException, target: string): Failure {
@@ -16,6 +18,9 @@ export function classify(err: NodeJS.ErrnoException, target: string): Failure {
     case 'ENETUNREACH':
     case 'EADDRNOTAVAIL':
       return { kind: 'unreachable', detail: `${target} is unreachable (${err.code})` };
+    case 'ECONNRESET':
+      // Forwarding reports an origin that accepted and then closed or reset before answering.
+      return { kind: 'connect_error', detail: `${target} closed or reset the connection before answering (ECONNRESET)` };
     default:
       return { kind: 'connect_error', detail: `connecting to ${target} failed (${err.code ?? err.message})` };
   }
@@ -25,9 +30,11 @@ function target(ip: IpAddress, port: number): string {
   return ip.kind() === 'ipv6' ? `[${ip.toString()}]:${port}` : `${ip.toString()}:${port}`;
 }
 
-function connectOnce(ip: IpAddress, port: number, timeoutMs: number, isCancelled: () => boolean): Promise<DialResult> {
+function connectOnce(ip: IpAddress, port: number, timeoutMs: number, isCancelled: () => boolean, tunnel: boolean): Promise<DialResult> {
   return new Promise((resolve) => {
-    const socket = net.connect({ host: ip.toString(), port, noDelay: true });
+    const downstream = tunnel ? new Downstream() : undefined;
+    const socket = net.connect(downstream ? { host: ip.toString(), port, noDelay: true, onread: downstream.onread } : { host: ip.toString(), port, noDelay: true });
+    downstream?.bind(socket);
     const timer = setTimeout(() => {
       socket.destroy();
       resolve({ ok: false, failure: classify(Object.assign(new Error('timeout'), { code: 'ETIMEDOUT' }), target(ip, port)) });
@@ -40,7 +47,7 @@ function connectOnce(ip: IpAddress, port: number, timeoutMs: number, isCancelled
         resolve({ ok: false, failure: { kind: 'connect_error', detail: 'client went away' } });
         return;
       }
-      resolve({ ok: true, socket, address: ip.toString() });
+      resolve(downstream ? { ok: true, socket, address: ip.toString(), downstream } : { ok: true, socket, address: ip.toString() });
     });
     socket.once('error', (err) => {
       clearTimeout(timer);
@@ -54,13 +61,42 @@ function connectOnce(ip: IpAddress, port: number, timeoutMs: number, isCancelled
  * Tries each address in order until one connects, within one overall deadline. The last
  * failure is reported, since that is the one the client would have hit.
  */
-export async function dial(addresses: readonly IpAddress[], port: number, timeoutMs: number, isCancelled: () => boolean): Promise<DialResult> {
+export function dial(
+  addresses: readonly IpAddress[],
+  port: number,
+  timeoutMs: number,
+  isCancelled: () => boolean,
+  /** Told how long a successful dial took (the upstream connect latency histogram). */
+  observeSeconds?: (seconds: number) => void,
+): Promise<DialResult> {
+  return timed(dialFirst(addresses, port, timeoutMs, isCancelled, false), observeSeconds);
+}
+
+/** dial() for a tunnel: the result carries a Downstream that relays without per-read garbage. */
+export function dialTunnel(
+  addresses: readonly IpAddress[],
+  port: number,
+  timeoutMs: number,
+  isCancelled: () => boolean,
+  observeSeconds?: (seconds: number) => void,
+): Promise<DialResult> {
+  return timed(dialFirst(addresses, port, timeoutMs, isCancelled, true), observeSeconds);
+}
+
+async function timed(dialling: Promise<DialResult>, observeSeconds?: (seconds: number) => void): Promise<DialResult> {
+  const started = performance.now();
+  const result = await dialling;
+  if (result.ok) observeSeconds?.((performance.now() - started) / 1000);
+  return result;
+}
+
+async function dialFirst(addresses: readonly IpAddress[], port: number, timeoutMs: number, isCancelled: () => boolean, tunnel: boolean): Promise<DialResult> {
   const deadline = Date.now() + timeoutMs;
   let last: DialResult = { ok: false, failure: { kind: 'unreachable', detail: 'no address to connect to' } };
   for (const ip of addresses) {
     const remaining = deadline - Date.now();
     if (remaining <= 0 || isCancelled()) break;
-    last = await connectOnce(ip, port, remaining, isCancelled);
+    last = await connectOnce(ip, port, remaining, isCancelled, tunnel);
     if (last.ok) return last;
   }
   return last;

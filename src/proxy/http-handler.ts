@@ -5,7 +5,7 @@ import type net from 'node:net';
 import httpProxy from 'http-proxy';
 import { HostError, parseAuthority, parsePort } from '../policy/host.js';
 import { parseBasicAuth } from '../identity/identify.js';
-import { classify, dial } from './dial.js';
+import { classify, dialTunnel } from './dial.js';
 import type { Admission, Gate, Protocol } from './gate.js';
 import { proxyStatusHeader, renderingOf, type Failure } from './outcomes.js';
 import type { Connections } from './connections.js';
@@ -18,6 +18,8 @@ export interface HttpHandlerOptions {
   readonly connectTimeoutMs: number;
   readonly handshakeTimeoutMs: number;
   readonly maxHeaderBytes: number;
+  /** Upstream connect latency, for the metrics histogram. */
+  readonly observeConnectSeconds?: (seconds: number) => void;
 }
 
 // Hop-by-hop headers (RFC 9110 7.6.1) plus the proxy's own credentials: none of them may
@@ -59,12 +61,20 @@ function failureBody(f: Failure): string {
 
 export function createHttpHandler(opts: HttpHandlerOptions): http.Server {
   const { gate, connections } = opts;
-  const agent = new UpstreamAgent(opts.connectTimeoutMs);
+  const agent = new UpstreamAgent(opts.connectTimeoutMs, opts.observeConnectSeconds);
   const proxy = httpProxy.createProxyServer({ agent, xfwd: false, ws: true, changeOrigin: false });
   // Responses get the same treatment as requests (RFC 9110 7.6.1): an origin's Connection
   // options, and the fields they name, describe the upstream hop only. http-proxy then sets
   // the client hop's own Connection header.
-  proxy.on('proxyRes', (proxyRes: http.IncomingMessage) => stripHopByHop(proxyRes.headers, false));
+  proxy.on('proxyRes', (proxyRes: http.IncomingMessage, _req: http.IncomingMessage, res: http.ServerResponse) => {
+    stripHopByHop(proxyRes.headers, false);
+    // An origin that closes or resets half-way through its response: http-proxy would leave
+    // the client waiting forever for the rest. Cut the client connection instead, which is
+    // how a truncated response must be passed on (RFC 9112 9.6), and frees its slot.
+    proxyRes.once('close', () => {
+      if (!proxyRes.complete) res.destroy();
+    });
+  });
   // Without a listener http-proxy rethrows; every error is handled per request below.
   proxy.on('error', () => undefined);
   // An upgraded WebSocket leaves the HTTP server's hands; registered as a tunnel it is
@@ -136,7 +146,7 @@ export function createHttpHandler(opts: HttpHandlerOptions): http.Server {
       if (!admission) return;
       let gone = false;
       socket.once('close', () => (gone = true));
-      const dialled = await dial(admission.addresses, admission.port, opts.connectTimeoutMs, () => gone);
+      const dialled = await dialTunnel(admission.addresses, admission.port, opts.connectTimeoutMs, () => gone, opts.observeConnectSeconds);
       if (!dialled.ok) {
         gate.upstreamFailed(admission, dialled.failure);
         refuse(dialled.failure);
@@ -149,7 +159,7 @@ export function createHttpHandler(opts: HttpHandlerOptions): http.Server {
       }
       socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
       if (head.length > 0) dialled.socket.write(head);
-      connections.relay(socket, dialled.socket, 'connect', admission, dialled.address);
+      connections.relay(socket, dialled.socket, 'connect', admission, dialled.address, dialled.downstream);
     })().catch(() => socket.destroy());
   });
 

@@ -2,7 +2,7 @@
 import type net from 'node:net';
 import type { Credentials, Identity } from '../identity/identify.js';
 import { clientAddress } from './client-address.js';
-import { dial } from './dial.js';
+import { dialTunnel } from './dial.js';
 import type { Gate, Protocol } from './gate.js';
 import { renderingOf, type Failure } from './outcomes.js';
 import {
@@ -25,6 +25,8 @@ export interface SocksHandlerOptions {
   readonly connections: Connections;
   readonly connectTimeoutMs: number;
   readonly handshakeTimeoutMs: number;
+  /** Upstream connect latency, for the metrics histogram. */
+  readonly observeConnectSeconds?: (seconds: number) => void;
 }
 
 /** Every handshake message is far smaller; more than this unparsed means a hostile client. */
@@ -61,6 +63,12 @@ export function handleSocks(socket: net.Socket, first: Buffer, opts: SocksHandle
   };
   socket.on('error', () => finish());
   socket.on('close', () => clearTimeout(timer));
+  // A client that half-closes before its request is complete can never finish the
+  // handshake; without this the socket would wait out handshake_ms (allowHalfOpen).
+  socket.once('end', () => {
+    // (Not after finish() already ended it with a reply still on its way out.)
+    if (phase !== 'connecting' && socket.writable) finish();
+  });
   const onData = (chunk: Buffer): void => {
     buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
     step();
@@ -148,7 +156,7 @@ export function handleSocks(socket: net.Socket, first: Buffer, opts: SocksHandle
       if (!result.ok) return reject(result.failure);
       let gone = false;
       socket.once('close', () => (gone = true));
-      const dialled = await dial(result.admission.addresses, port, opts.connectTimeoutMs, () => gone);
+      const dialled = await dialTunnel(result.admission.addresses, port, opts.connectTimeoutMs, () => gone, opts.observeConnectSeconds);
       if (!dialled.ok) {
         gate.upstreamFailed(result.admission, dialled.failure);
         return reject(dialled.failure);
@@ -162,7 +170,7 @@ export function handleSocks(socket: net.Socket, first: Buffer, opts: SocksHandle
       socket.write(protocol === 'socks5' ? socks5Reply(SOCKS5_REPLY.SUCCEEDED, bound) : socks4Reply(SOCKS4_REPLY.GRANTED, bound?.host.includes(':') ? undefined : bound));
       // Bytes the client pipelined after its request go out first, in order.
       if (buf.length > 0) dialled.socket.write(buf);
-      opts.connections.relay(socket, dialled.socket, protocol, result.admission, dialled.address);
+      opts.connections.relay(socket, dialled.socket, protocol, result.admission, dialled.address, dialled.downstream);
     })().catch(() => finish());
   }
 }

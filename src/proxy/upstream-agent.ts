@@ -22,7 +22,11 @@ const ERRNO: Partial<Record<FailureKind, string>> = {
 };
 
 export class UpstreamAgent extends http.Agent {
-  constructor(private readonly connectTimeoutMs: number) {
+  constructor(
+    private readonly connectTimeoutMs: number,
+    /** Told how long each new upstream connection took (the connect latency histogram). */
+    private readonly observeConnectSeconds?: (seconds: number) => void,
+  ) {
     super({ keepAlive: true, maxSockets: 512, maxFreeSockets: 64, scheduling: 'lifo' });
   }
 
@@ -31,7 +35,7 @@ export class UpstreamAgent extends http.Agent {
       .split(',')
       .filter((a) => ipaddr.isValid(a))
       .map((a) => ipaddr.parse(a));
-    void dial(candidates, Number(options.port), this.connectTimeoutMs, () => false).then((r) => {
+    void dial(candidates, Number(options.port), this.connectTimeoutMs, () => false, this.observeConnectSeconds).then((r) => {
       if (r.ok) callback?.(null, r.socket);
       else callback?.(Object.assign(new Error(r.failure.detail), { code: ERRNO[r.failure.kind] ?? 'ECONNRESET', failure: r.failure }), undefined as never);
     });

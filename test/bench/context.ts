@@ -1,0 +1,26 @@
+// What every workload gets: the options, the origin, the proxies that are up, the load
+// workers, and a progress logger (stderr, so stdout stays the report).
+import type { Options } from './options.js';
+import type { Origin } from './origin.js';
+import type { Pool } from './pool.js';
+import type { SluiceUnderTest } from './sluice.js';
+import type { ProxyUnderTest, Row } from './targets.js';
+
+export interface BenchContext {
+  readonly opts: Options;
+  readonly origin: Origin | null;
+  /** sluice first, then the peers that started. */
+  readonly proxies: readonly ProxyUnderTest[];
+  readonly sluice: SluiceUnderTest | null;
+  readonly pool: Pool;
+  /** Scratch directory of this run (configs, scripts). */
+  readonly tmp: string;
+  log(line: string): void;
+}
+
+export type WorkloadRunner = (ctx: BenchContext) => Promise<Row[]>;
+
+/** `sluice CONNECT` / `sluice SOCKS5` for sluice (it speaks both), the bare name for peers. */
+export function targetLabel(proxy: string, protocol: 'CONNECT' | 'SOCKS5' | 'HTTP'): string {
+  return proxy === 'sluice' ? `sluice ${protocol}` : proxy;
+}
