@@ -197,6 +197,7 @@ export async function startSluice(config: Config, options: SluiceOptions = {}): 
     defaultLimits: { maxConnections: config.limits.max_connections, connectionsPerSecond: config.limits.connections_per_second },
     nextDecisionId: () => audit.newDecisionId(),
     onDecision: createDecisionSink({ audit, metrics, bus, log: decisionLog }),
+    observeDecisionSeconds: (seconds) => metrics.decisionSeconds.observe(seconds),
     onUpstreamFailure: (record, failure) => {
       audit.failed(record.id, failure.kind);
       decisionLog?.info({ id: record.id, container: record.container, destination: record.destination, port: record.port, error: failure.kind, detail: failure.detail }, 'upstream failure');
@@ -225,7 +226,13 @@ export async function startSluice(config: Config, options: SluiceOptions = {}): 
     if (e.type !== 'rule.created' || e.rule.action === 'deny') revoker.schedule();
   });
 
-  const handlerOpts = { gate, connections, connectTimeoutMs: config.timeouts.connect_ms, handshakeTimeoutMs: config.timeouts.handshake_ms };
+  const handlerOpts = {
+    gate,
+    connections,
+    connectTimeoutMs: config.timeouts.connect_ms,
+    handshakeTimeoutMs: config.timeouts.handshake_ms,
+    observeConnectSeconds: (seconds: number) => metrics.connectSeconds.observe(seconds),
+  };
   const httpHandler = createHttpHandler({ ...handlerOpts, maxHeaderBytes: config.limits.max_header_bytes });
   const httpListener = createProxyListener(httpHandler, handlerOpts);
   const socksListener = createProxyListener(httpHandler, handlerOpts);
@@ -261,6 +268,7 @@ export async function startSluice(config: Config, options: SluiceOptions = {}): 
           .filter((c) => container === undefined || c.admission.container === container)
           .map((c) => ({
             id: c.id,
+            decisionId: c.admission.record.id,
             kind: c.kind,
             protocol: c.protocol,
             container: c.admission.container,
@@ -362,6 +370,10 @@ export async function startSluice(config: Config, options: SluiceOptions = {}): 
         // Stops the header-timeout checker the handler runs (it never listened itself).
         httpHandler.close(() => undefined);
         await stopped;
+        // A client that left while its decision waited for DNS holds no socket, but its
+        // decision (and the close of what it admitted) is still coming: wait for it before
+        // the audit closes. DNS and dialling have their own deadlines.
+        await gate.settled(config.timeouts.dns_ms + config.timeouts.connect_ms);
         await webhook?.stop();
         audit.stop();
         db.close();

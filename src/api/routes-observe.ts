@@ -4,13 +4,16 @@ import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import type { AuditLog, DecisionRow } from '../audit/audit-log.js';
 import type { LearningService } from '../control/learning.js';
-import { EVENT_TYPES, type EventBus, type EventType } from '../events/bus.js';
+import { EVENT_TYPES, eventJson, type EventBus, type EventType } from '../events/bus.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { nameSchema } from '../control/schemas.js';
 import { parseInput } from './input.js';
+import { parseHost } from '../policy/host.js';
 
 export interface OpenConnection {
   readonly id: number;
+  /** The decision record that admitted it. */
+  readonly decisionId: number;
   readonly kind: 'tunnel' | 'forward';
   readonly protocol: string;
   readonly container: string;
@@ -42,6 +45,14 @@ export interface ObserveDeps {
 
 const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString());
 
+function canonicalHost(text: string): string {
+  try {
+    return parseHost(text).host;
+  } catch {
+    return text;
+  }
+}
+
 /** Accepts ISO 8601 or epoch milliseconds. */
 const instant = z.union([z.coerce.number().int().min(0), z.iso.datetime({ offset: true }).transform((s) => Date.parse(s))]);
 
@@ -50,7 +61,8 @@ const decisionsQuery = z
     container: nameSchema.optional(),
     session_id: nameSchema.optional(),
     decision: z.enum(['allow', 'deny']).optional(),
-    destination: z.string().min(1).max(300).optional(),
+    // Stored canonically (lowercase, no trailing dot, IPv6 unbracketed and compressed): match that way.
+    destination: z.string().min(1).max(300).transform(canonicalHost).optional(),
     since: instant.optional(),
     until: instant.optional(),
     limit: z.coerce.number().int().min(1).max(1000).default(100),
@@ -63,7 +75,8 @@ const eventsQuery = z
     types: z
       .string()
       .transform((s) => s.split(',').map((t) => t.trim()).filter(Boolean))
-      .pipe(z.array(z.enum(EVENT_TYPES)))
+      // An empty list would be a stream that never delivers anything: leave `types` out for all.
+      .pipe(z.array(z.enum(EVENT_TYPES)).min(1, 'name at least one event type, or leave types out for all'))
       .optional(),
     container: nameSchema.optional(),
   })
@@ -117,11 +130,13 @@ export function registerObserveRoutes(app: FastifyInstance, deps: ObserveDeps): 
       destination: q.destination,
       since: q.since,
       until: q.until,
-      limit: q.limit,
+      // One more than asked tells whether another page exists, so the last page says so.
+      limit: q.limit + 1,
       before: q.cursor,
     });
-    const last = rows[rows.length - 1];
-    return { decisions: rows.map(decisionJson), next_cursor: rows.length === q.limit && last ? String(last.id) : null };
+    const page = rows.slice(0, q.limit);
+    const last = page[page.length - 1];
+    return { decisions: page.map(decisionJson), next_cursor: rows.length > q.limit && last ? String(last.id) : null };
   });
 
   app.get('/api/connections', async (req) => {
@@ -129,6 +144,7 @@ export function registerObserveRoutes(app: FastifyInstance, deps: ObserveDeps): 
     return {
       connections: connections.list(q.container).map((c) => ({
         id: c.id,
+        decision_id: c.decisionId,
         kind: c.kind,
         protocol: c.protocol,
         container: c.container,
@@ -170,7 +186,7 @@ export function registerObserveRoutes(app: FastifyInstance, deps: ObserveDeps): 
       (e) => {
         // A consumer that stopped reading is cut off instead of buffering without bound.
         if (raw.writableLength > deps.maxEventBufferBytes) return false;
-        raw.write(`id: ${e.id}\nevent: ${e.type}\ndata: ${JSON.stringify({ type: e.type, time: iso(e.time), container: e.container, ...e.data })}\n\n`);
+        raw.write(`id: ${e.id}\nevent: ${e.type}\ndata: ${JSON.stringify(eventJson(e))}\n\n`);
         return true;
       },
       () => raw.destroy(),

@@ -4,6 +4,7 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest }
 import type { Logger } from 'pino';
 import { safeEqual } from '../identity/tokens.js';
 import { ControlError } from '../control/control.js';
+import { storeUnavailable } from '../store/database.js';
 import { BadInput } from './input.js';
 import { registerRoutes, type RouteDeps } from './routes.js';
 import { registerObserveRoutes, type ObserveDeps } from './routes-observe.js';
@@ -65,6 +66,15 @@ export function createApiServer(opts: ApiOptions): FastifyInstance {
   app.setErrorHandler((err: Error & { statusCode?: number; code?: string }, _req, reply) => {
     if (err instanceof BadInput) return reply.code(400).send({ error: 'invalid request', details: err.details });
     if (err instanceof ControlError) return reply.code(err.status).send({ error: err.message, details: err.details });
+    // Disk full, read-only, I/O error: nothing was changed; the proxy keeps deciding from memory.
+    const unavailable = storeUnavailable(err);
+    if (unavailable) {
+      opts.logger.warn({ err: unavailable }, 'api write refused: store unavailable');
+      return reply
+        .code(503)
+        .header('Retry-After', '5')
+        .send({ error: 'store unavailable', details: [unavailable.message, 'nothing was changed; the proxy keeps deciding from the last stored state; retry later'] });
+    }
     const status = err.statusCode ?? 500;
     if (status >= 500) {
       opts.logger.error({ err }, 'api error');

@@ -18,6 +18,11 @@ export interface CliIo {
   out(line: string): void;
   err(line: string): void;
   env: NodeJS.ProcessEnv;
+  /**
+   * Ends long-running commands (`log --follow`) as SIGINT does; for callers that run the
+   * CLI in-process.
+   */
+  signal?: AbortSignal;
 }
 
 export interface CliContext {
@@ -281,7 +286,7 @@ const SESSION_COLUMNS: Column<Row>[] = [
   { header: 'SOURCE_IPS', value: field('source_ips') },
 ];
 
-const RULE_COLUMNS: Column<Row>[] = [
+export const RULE_COLUMNS: Column<Row>[] = [
   { header: 'ID', value: field('id', 'rule_id') },
   { header: 'LAYER', value: field('layer') },
   { header: 'SESSION', value: field('session_id') },
@@ -295,7 +300,7 @@ const RULE_COLUMNS: Column<Row>[] = [
 
 // ---- printing ----------------------------------------------------------------
 
-function printJson(io: CliIo, body: unknown): void {
+export function printJson(io: CliIo, body: unknown): void {
   if (body !== undefined) io.out(JSON.stringify(body, null, 2));
 }
 
@@ -371,10 +376,10 @@ export function errorMessage(err: unknown): string {
 
 // ---- commands ----------------------------------------------------------------
 
-type Handler = (positionals: string[], opts: Record<string, unknown>) => Promise<number>;
+export type Handler = (positionals: string[], opts: Record<string, unknown>) => Promise<number>;
 
 /** Adapts a handler to commander's `(...args, opts, command)` calling convention. */
-function action(ctx: CliContext, handler: Handler) {
+export function action(ctx: CliContext, handler: Handler) {
   return async (...args: unknown[]): Promise<void> => {
     const command = args[args.length - 1] as Command;
     const positionals = args.slice(0, -2).filter((a): a is string => typeof a === 'string');

@@ -7,6 +7,7 @@ import { Command, CommanderError } from 'commander';
 import { ConfigError, loadConfig } from '../config/load.js';
 import type { Config, ConfigInput } from '../config/schema.js';
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, errorMessage, registerClientCommands, type CliContext, type CliIo } from './client-commands.js';
+import { registerObserveCommands } from './observe-commands.js';
 import { registerRunCommand } from './run-command.js';
 
 export type { CliIo } from './client-commands.js';
@@ -70,6 +71,7 @@ function buildProgram(ctx: CliContext, commanderIo: Pick<CliIo, 'out' | 'err'>):
     .action(async (opts: ServeOptions) => ctx.setExitCode(await serve(opts, ctx.io)));
 
   registerClientCommands(program, ctx);
+  registerObserveCommands(program, ctx);
   registerRunCommand(program, ctx);
   return program;
 }

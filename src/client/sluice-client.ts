@@ -7,6 +7,9 @@ import { SseParser, type RawServerEvent } from './sse.js';
 import type {
   CheckRequest,
   CheckResult,
+  ConnectionClosedResult,
+  ConnectionList,
+  ConnectionQuery,
   ContainerInfo,
   ContainerList,
   DecisionPage,
@@ -15,7 +18,10 @@ import type {
   EventQuery,
   Health,
   HeartbeatResult,
+  LearnedReport,
   LearningRequest,
+  PromoteRequest,
+  PromoteResult,
   Rule,
   RuleCreateRequest,
   RuleDeleted,
@@ -155,6 +161,16 @@ export class SluiceClient {
     return this.setLearning(container, { enabled: false });
   }
 
+  /** What the container reached in learning mode, with what the rules alone would have decided. */
+  learned(container: string): Promise<LearnedReport> {
+    return this.request('GET', `/api/containers/${seg(container)}/learned`);
+  }
+
+  /** Turns learned destinations into allow rules (skipping what is already allowed); returns what it created. */
+  promoteLearned(container: string, body: PromoteRequest = {}): Promise<PromoteResult> {
+    return this.request('POST', `/api/containers/${seg(container)}/learned/promote`, body);
+  }
+
   // ---- policy ----
 
   /** What the proxy would decide for this connection, through the proxy's own code path. */
@@ -180,6 +196,16 @@ export class SluiceClient {
     }
   }
 
+  /** Open tunnels and in-flight forwarded requests. */
+  connections(query: ConnectionQuery = {}): Promise<ConnectionList> {
+    return this.request('GET', `/api/connections${queryString({ ...query })}`);
+  }
+
+  /** Closes one open connection (recorded with close reason `closed_by_operator`). */
+  closeConnection(id: number): Promise<ConnectionClosedResult> {
+    return this.request('DELETE', `/api/connections/${seg(String(id))}`);
+  }
+
   /**
    * Live events (`GET /api/events`, server-sent events). Iterate with `for await`; break
    * out of the loop or abort `query.signal` to disconnect.
@@ -202,6 +228,7 @@ export class SluiceClient {
       }
       if (!res.ok) throw toApiError(res, await res.text());
       if (!res.body) return;
+      query.onOpen?.();
       const reader = res.body.getReader();
       const decoder = new TextDecoder();
       const parser = new SseParser();

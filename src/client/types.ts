@@ -51,6 +51,26 @@ export interface EventQuery {
   container?: string;
   /** Aborting ends the stream (the iterator finishes without an error). */
   signal?: AbortSignal;
+  /**
+   * Called once the server has accepted the subscription (before any event), so a caller
+   * can read history knowing that nothing after this point will be missed.
+   */
+  onOpen?: () => void;
+}
+
+/** `POST /api/containers/{name}/learned/promote`. */
+export interface PromoteRequest {
+  /** `container` (default): global rules for this container only; `global`: for every container. */
+  scope?: 'container' | 'global';
+  /** Only these learned destinations (default: all of them). */
+  destinations?: string[];
+  /** Group two or more siblings (a.cdn.x, b.cdn.x) into `*.cdn.x`, never over a public suffix. */
+  collapse_subdomains?: boolean;
+}
+
+/** `GET /api/connections?...` */
+export interface ConnectionQuery {
+  container?: string;
 }
 
 // ---- responses -----------------------------------------------------------------
@@ -189,6 +209,63 @@ export interface DecisionPage {
   decisions: Decision[];
   /** Pass as `cursor` for the next (older) page; null on the last page. */
   next_cursor: string | null;
+}
+
+/** One destination a container reached in learning mode. */
+export interface LearnedEntry {
+  destination: string;
+  port: number;
+  /** ISO 8601. */
+  first_seen: string;
+  last_seen: string;
+  count: number;
+  /** What the rules alone (without learning mode) would have decided. */
+  would_be: { decision: Action; layer: Layer | null; rule_id: number | null };
+}
+
+export interface LearnedReport {
+  container_name: string;
+  learning: ContainerInfo['learning'];
+  learned: LearnedEntry[];
+}
+
+export interface PromoteResult {
+  container_name: string;
+  /** The rules created (global layer; container-scoped unless `scope: global`). */
+  created: Rule[];
+  /** Learned destinations left alone, e.g. `already allowed`. */
+  skipped: Array<{ destination: string; port: number; reason: string }>;
+}
+
+/** An open tunnel or in-flight forwarded request. */
+export interface OpenConnection {
+  id: number;
+  /** The decision record that admitted it (see `decisions()`). */
+  decision_id: number;
+  kind: 'tunnel' | 'forward';
+  protocol: string;
+  container: string;
+  session_id: string | null;
+  destination: string;
+  port: number;
+  /** The address dialled. */
+  address: string;
+  /** ISO 8601. */
+  since: string | null;
+  bytes_up: number;
+  bytes_down: number;
+  layer: string | null;
+  rule_id: number | null;
+  reason: string;
+}
+
+export interface ConnectionList {
+  connections: OpenConnection[];
+}
+
+export interface ConnectionClosedResult {
+  id: number;
+  closed: true;
 }
 
 /** One server-sent event from `GET /api/events`. */

@@ -350,6 +350,9 @@ export class Control {
   /** Deletes expired sessions and global rules from store and memory. */
   sweep(): void {
     const now = this.clock();
+    // After a failed write, find out whether the store takes writes again; while it does
+    // not this throws, and the caller reports the store as degraded.
+    if (!this.store.healthy) this.store.probe();
     for (const id of this.store.deleteExpiredSessions(now)) {
       const entry = this.state.deleteSession(id);
       this.emit({ type: 'session.expired', sessionId: id, container: entry?.record.container ?? '' });

@@ -8,6 +8,15 @@ import type { Control } from './control.js';
 
 const iso = (ms: number): string => new Date(ms).toISOString();
 
+/** A destination as the learned list stores it (`X.Example.COM.` and `x.example.com` are one host). */
+function canonicalHost(text: string): string {
+  try {
+    return parseHost(text).host;
+  } catch {
+    return text.toLowerCase();
+  }
+}
+
 export interface PromoteOptions {
   readonly scope: 'container' | 'global';
   readonly destinations?: readonly string[] | undefined;
@@ -43,7 +52,7 @@ export class LearningService {
    * they survive the session that learned them.
    */
   promote(container: string, opts: PromoteOptions) {
-    const wanted = opts.destinations ? new Set(opts.destinations.map((d) => d.toLowerCase())) : null;
+    const wanted = opts.destinations ? new Set(opts.destinations.map(canonicalHost)) : null;
     const rows = this.audit.learnedFor(container).filter((r) => !wanted || wanted.has(r.destination));
     const skipped: Array<{ destination: string; port: number; reason: string }> = [];
     const todo: LearnedRow[] = [];

@@ -22,6 +22,21 @@ export const sessionLimitsSchema = z
 export type SessionLimits = z.infer<typeof sessionLimitsSchema>;
 const notes = z.string().max(1_000);
 
+/** How deep session metadata may nest; deeper input is refused instead of recursing on it later. */
+export const MAX_METADATA_DEPTH = 32;
+
+/** Whether a parsed JSON value nests arrays/objects at most `limit` deep (checked without recursion). */
+export function nestingWithin(value: unknown, limit: number): boolean {
+  const stack: Array<[unknown, number]> = [[value, 0]];
+  while (stack.length > 0) {
+    const [v, depth] = stack.pop()!;
+    if (v === null || typeof v !== 'object') continue;
+    if (depth + 1 > limit) return false;
+    for (const child of Array.isArray(v) ? v : Object.values(v)) stack.push([child, depth + 1]);
+  }
+  return true;
+}
+
 export const networkRuleSchema = z
   .object({
     destination_pattern: z.string().min(1).max(300),
@@ -39,7 +54,10 @@ export const sessionCreateSchema = z
     network_rules: z.array(networkRuleSchema).default([]),
     allow_all: z.boolean().default(false),
     source_ips: z.array(z.string().min(1).max(64)).max(64).default([]),
-    metadata: z.record(z.string().max(128), z.unknown()).optional(),
+    metadata: z
+      .record(z.string().max(128), z.unknown())
+      .refine((m) => nestingWithin(m, MAX_METADATA_DEPTH), `must not nest arrays or objects deeper than ${MAX_METADATA_DEPTH} levels`)
+      .optional(),
     /** Overrides the configured per-container connection limits while this session is current. */
     limits: sessionLimitsSchema.optional(),
   })

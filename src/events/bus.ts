@@ -30,6 +30,14 @@ export interface SubscriberFilter {
   readonly container?: string | undefined;
 }
 
+/**
+ * An event as JSON, the same for SSE (`data:`) and the webhook: the event's own fields,
+ * then the envelope (id, type, ISO time, container), which nothing in the data overrides.
+ */
+export function eventJson(e: SluiceEvent): Record<string, unknown> {
+  return { ...e.data, id: e.id, type: e.type, time: new Date(e.time).toISOString(), container: e.container };
+}
+
 /** Delivers one event; returns false when the subscriber cannot keep up and must be dropped. */
 export type Deliver = (event: SluiceEvent) => boolean;
 

@@ -22,6 +22,12 @@ interface Slot {
 }
 
 const NOOP = (): void => undefined;
+
+/**
+ * The bucket's size: one second's worth, but at least one connection, so that a rate
+ * below 1/s (0.5 = one every two seconds) still admits anything at all.
+ */
+const burst = (rate: number): number => Math.max(1, rate);
 const UNLIMITED: Acquire = Object.freeze({ ok: true, release: NOOP });
 
 export class Limiter {
@@ -51,7 +57,7 @@ export class Limiter {
         this.keysRejected++;
         return { ok: false, why: 'keys', retryAfterSeconds: 1 };
       }
-      slot = { active: 0, tokens: limits.connectionsPerSecond, refilledAt: now, rate: limits.connectionsPerSecond };
+      slot = { active: 0, tokens: burst(limits.connectionsPerSecond), refilledAt: now, rate: limits.connectionsPerSecond };
       this.slots.set(key, slot);
     }
     if (limits.maxConnections > 0 && slot.active >= limits.maxConnections) {
@@ -60,7 +66,7 @@ export class Limiter {
     if (limits.connectionsPerSecond > 0) {
       const rate = limits.connectionsPerSecond;
       slot.rate = rate;
-      slot.tokens = Math.min(rate, slot.tokens + ((now - slot.refilledAt) / 1000) * rate);
+      slot.tokens = Math.min(burst(rate), slot.tokens + ((now - slot.refilledAt) / 1000) * rate);
       slot.refilledAt = now;
       if (slot.tokens < 1) {
         return { ok: false, why: 'rate', retryAfterSeconds: Math.max(1, Math.ceil((1 - slot.tokens) / rate)) };
@@ -85,7 +91,7 @@ export class Limiter {
     this.lastEviction = now;
     for (const [key, slot] of this.slots) {
       if (slot.active > 0) continue;
-      if (slot.rate === 0 || slot.tokens + ((now - slot.refilledAt) / 1000) * slot.rate >= slot.rate) this.slots.delete(key);
+      if (slot.rate === 0 || slot.tokens + ((now - slot.refilledAt) / 1000) * slot.rate >= burst(slot.rate)) this.slots.delete(key);
     }
   }
 }

@@ -24,7 +24,8 @@ export class Metrics {
 
   constructor(sources: MetricSources) {
     const r = this.registry;
-    collectDefaultMetrics({ register: r, prefix: 'sluice_process_' });
+    // Node's own names already start with process_ or nodejs_ (sluice_process_cpu_seconds_total...).
+    collectDefaultMetrics({ register: r, prefix: 'sluice_' });
     this.decisions = new Counter({
       name: 'sluice_decisions_total',
       help: 'Connection attempts decided, by decision, deciding layer and reason',

@@ -1,8 +1,9 @@
 // Layered resolution: global > session > builtin > default deny. Inside a layer the most
 // specific rule wins and deny beats allow at equal specificity (see RuleIndex/outranks).
 import { ipDestination, type Destination, type IpAddress } from './host.js';
-import { compileRule, type Action, type CompiledRule, type Layer, type RuleRecord } from './rules.js';
-import { specialRange } from './special-ranges.js';
+import { parseDestinationPattern, type DestinationMatcher } from './patterns.js';
+import type { Action, CompiledRule, Layer, RuleRecord } from './rules.js';
+import { networkInsideBlock, specialBlock, type SpecialBlock } from './special-ranges.js';
 import type { LearningSource, PolicyState, SessionEntry } from './state.js';
 
 export type Reason = 'rule' | 'default_deny' | 'learning' | 'address_denied';
@@ -98,29 +99,47 @@ export function addressDenial(state: PolicyState, subject: Subject, ip: IpAddres
   return o?.action === 'deny' ? o : null;
 }
 
-/**
- * The special range that keeps `ip` out of reach, or null. A special-range address (see
- * special-ranges.ts) is reachable only when the allowing rule names it: an IP/CIDR rule for
- * an IP literal; for a hostname, an exact-hostname rule or an IP/CIDR rule allowing that
- * address. Wildcards, `*` and learning mode never reach it.
- */
-export function guardedRange(state: PolicyState, subject: Subject, verdict: Verdict, dest: Destination, ip: IpAddress, port: number, now: number): string | null {
-  const range = specialRange(ip);
-  if (range === null) return null;
-  if (verdict.reason === 'learning' || !verdict.rule) return range;
-  const named = compileRule(verdict.rule).destination.kind;
-  if (dest.kind === 'ip') return named === 'ip' || named === 'cidr' ? null : range;
-  if (named === 'host') return null;
-  return addressOutcome(state, subject, ip, port, now)?.action === 'allow' ? null : range;
+/** Whether a rule's destination names a special block: the address itself, or a network inside the block. */
+function namesBlock(rule: RuleRecord, block: SpecialBlock): boolean {
+  const m: DestinationMatcher = parseDestinationPattern(rule.destinationPattern).matcher;
+  if (m.kind === 'ip') return true;
+  return m.kind === 'cidr' && networkInsideBlock(m.network, m.prefix, block);
 }
 
 /**
+ * The special range that keeps `ip` out of reach, or null. A special-range address (see
+ * special-ranges.ts) is reachable only when the allowing rule names it: for an IP literal,
+ * an IP rule or a CIDR inside that special range; for a hostname, an exact-hostname rule,
+ * or such an IP/CIDR rule allowing that address. Wildcards, `*`, learning mode and CIDRs
+ * wider than the range (`0.0.0.0/0`, `::/0`) never reach it.
+ */
+export function guardedRange(state: PolicyState, subject: Subject, verdict: Verdict, dest: Destination, ip: IpAddress, port: number, now: number): string | null {
+  const block = specialBlock(ip);
+  if (block === null) return null;
+  if (verdict.reason === 'learning' || !verdict.rule) return block.name;
+  if (dest.kind === 'ip') return namesBlock(verdict.rule, block) ? null : block.name;
+  if (parseDestinationPattern(verdict.rule.destinationPattern).matcher.kind === 'host') return null;
+  const byAddress = addressOutcome(state, subject, ip, port, now);
+  return byAddress?.action === 'allow' && byAddress.rule && namesBlock(byAddress.rule, block) ? null : block.name;
+}
+
+/** What recheck() answers for a connection the special-range guard no longer lets through. */
+const GUARDED: Outcome = Object.freeze({ action: 'deny', layer: null, rule: null });
+
+/**
  * Whether an open connection would still be admitted now: the destination as requested
- * and the address actually dialled must both still pass. Used for live revocation.
+ * and the address actually dialled must both still pass, special-range guard included
+ * (a tunnel to a private address opened by an exact rule ends when only a wildcard is
+ * left). Used for live revocation.
  */
 export function recheck(state: PolicyState, container: string, dest: Destination, dialled: IpAddress, port: number, now: number): Verdict | Outcome {
   const subject = subjectFor(state, container, now);
   const verdict = decide(state, subject, dest, port, now);
-  if (verdict.action === 'deny' || dest.kind === 'ip') return verdict;
-  return addressDenial(state, subject, dialled, port, now) ?? verdict;
+  if (verdict.action === 'deny') return verdict;
+  if (dest.kind === 'host') {
+    const denied = addressDenial(state, subject, dialled, port, now);
+    if (denied) return denied;
+  }
+  if (state.guardSpecialRanges && guardedRange(state, subject, verdict, dest, dialled, port, now) !== null) return GUARDED;
+  return verdict;
 }

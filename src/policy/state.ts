@@ -42,6 +42,11 @@ export class PolicyState {
   private readonly byTokenHash = new Map<string, SessionEntry>();
   private readonly bySourceIp = new Map<string, SessionEntry[]>();
   private readonly learning = new Map<string, LearningSwitch>();
+  /**
+   * Config `guard_special_ranges`, set by the gate: live revocation re-applies the guard
+   * (recheck) the same way admission does.
+   */
+  guardSpecialRanges = true;
 
   // ---- writes (mirroring the store) ----
 

@@ -63,6 +63,18 @@ export type Evaluation =
   | { readonly kind: 'unresolved'; readonly destination: Destination; readonly subject: Subject; readonly verdict: Verdict; readonly failure: Failure }
   | { readonly kind: 'allowed'; readonly destination: Destination; readonly subject: Subject; readonly verdict: Verdict; readonly addresses: IpAddress[] };
 
+/**
+ * A destination as the audit trail stores it: canonical when it parses (so `[::1]`,
+ * `EXAMPLE.test.` and `example.test` are one destination to query by), else as sent.
+ */
+function auditHost(raw: string): string {
+  try {
+    return parseHost(raw).host;
+  } catch {
+    return raw;
+  }
+}
+
 const NO_RULE_DENY: Outcome = Object.freeze({ action: 'deny', layer: null, rule: null });
 
 export type AdmitResult = { ok: true; admission: Admission } | { ok: false; failure: Failure; record: DecisionRecord | null };
@@ -83,13 +95,22 @@ export interface GateOptions {
   readonly onDecision: (record: DecisionRecord) => void;
   /** An allowed connection that then failed upstream (DNS, refused, timeout...). */
   readonly onUpstreamFailure: (record: DecisionRecord, failure: Failure) => void;
+  /** How long each admit() took, identity to verdict (the decision latency histogram). */
+  readonly observeDecisionSeconds?: (seconds: number) => void;
 }
 
 export class Gate {
+  /** Admissions being decided, plus admitted ones not yet released. */
+  private busy = 0;
+  private settledWaiters: Array<() => void> = [];
+
   constructor(
     readonly state: PolicyState,
     private readonly opts: GateOptions,
-  ) {}
+  ) {
+    // Live revocation (recheck) must guard special ranges exactly as admission does.
+    state.guardSpecialRanges = opts.guardSpecialRanges;
+  }
 
   identify(creds: Credentials | null, clientAddress: string): Identity {
     return identify(this.state, this.opts.identityMode, creds, clientAddress, this.opts.clock());
@@ -97,7 +118,7 @@ export class Gate {
 
   /** Records and returns the failure for a connection whose identity was not established. */
   refuseIdentity(identity: Identity & { ok: false }, protocol: Protocol, clientAddress: string, host: string, port: number): Failure {
-    this.opts.onDecision(this.record(protocol, clientAddress, null, null, host, port, null, 'deny', 'identity_required', null));
+    this.opts.onDecision(this.record(protocol, clientAddress, null, null, auditHost(host), port, null, 'deny', 'identity_required', null));
     return identityFailure(identity.reason === 'missing' ? 'identity_required' : 'identity_invalid');
   }
 
@@ -170,7 +191,7 @@ export class Gate {
       if (guarded !== null) {
         if (reason === 'address_denied' && !denied) {
           reason = 'address_guarded';
-          why = `${destination.host === ip.toString() ? ip.toString() : `${destination.host} resolves to ${ip.toString()}, which`} is in a ${guarded} range: only a rule naming that address, network or exact hostname reaches it`;
+          why = `${destination.host === ip.toString() ? ip.toString() : `${destination.host} resolves to ${ip.toString()}, which`} is in the ${guarded} range: only a rule naming that address, a network inside that range, or the exact hostname reaches it (wildcards, 0.0.0.0/0, ::/0 and learning mode do not)`;
         }
         continue;
       }
@@ -188,13 +209,61 @@ export class Gate {
   }
 
   async admit(container: string, protocol: Protocol, clientAddress: string, rawHost: string, port: number): Promise<AdmitResult> {
+    const started = performance.now();
+    this.busy++;
+    let result: AdmitResult | undefined;
+    try {
+      result = await this.decideAdmission(container, protocol, clientAddress, rawHost, port);
+    } finally {
+      this.opts.observeDecisionSeconds?.((performance.now() - started) / 1000);
+      if (!result?.ok) this.idle();
+    }
+    if (!result.ok) return result;
+    // An admitted connection keeps the gate busy until it is released (closed or failed).
+    const { release } = result.admission;
+    let released = false;
+    const admission: Admission = {
+      ...result.admission,
+      release: () => {
+        release();
+        if (released) return;
+        released = true;
+        this.idle();
+      },
+    };
+    return { ok: true, admission };
+  }
+
+  /**
+   * Resolves once no admission is being decided and none admitted is still open or dialling
+   * (or after `timeoutMs`): shutdown waits for this, after closing everything, so that a
+   * decision still waiting for DNS, and the close of what it admitted, are recorded before
+   * the audit trail closes.
+   */
+  settled(timeoutMs: number): Promise<void> {
+    if (this.busy === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, timeoutMs);
+      timer.unref();
+      this.settledWaiters.push(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+
+  private idle(): void {
+    if (--this.busy === 0) for (const wake of this.settledWaiters.splice(0)) wake();
+  }
+
+  private async decideAdmission(container: string, protocol: Protocol, clientAddress: string, rawHost: string, port: number): Promise<AdmitResult> {
     const now = this.opts.clock();
     const subject = subjectFor(this.state, container, now);
     const sessionId = subject.session?.record.id ?? null;
     // Limits count attempts, denied ones included: hammering denied destinations is load too.
     const slot = this.opts.limiter.acquire(container, this.limitsFor(subject));
     if (!slot.ok) {
-      const record = this.record(protocol, clientAddress, container, sessionId, rawHost, port, null, 'deny', 'limit', null);
+      const record = this.record(protocol, clientAddress, container, sessionId, auditHost(rawHost), port, null, 'deny', 'limit', null);
       this.opts.onDecision(record);
       const detail = slot.why === 'keys' ? 'too many distinct containers are connecting; refusing new ones' : `container ${container} is over its ${slot.why === 'rate' ? 'new-connection rate' : 'concurrent-connection'} limit`;
       return { ok: false, failure: { kind: 'limited', detail, retryAfterSeconds: slot.retryAfterSeconds }, record };

@@ -165,6 +165,11 @@ export function createHttpHandler(opts: HttpHandlerOptions): http.Server {
 
   server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
     void (async () => {
+      // A pipelined request is answered only after the ones before it; until then its
+      // response has no socket, and if the client leaves first it never emits 'close'. So
+      // decide and forward it only when its turn comes (or never, if the client is gone):
+      // otherwise it would stay in the connection registry, holding its limiter slot, forever.
+      if (!(await responseTurn(req, res))) return;
       const url = absoluteTarget(req);
       if ('error' in url) {
         respond(res, { kind: 'bad_request', detail: url.error });
@@ -229,6 +234,25 @@ export function createHttpHandler(opts: HttpHandlerOptions): http.Server {
   });
 
   return server;
+}
+
+/** Resolves true once `res` is the response being written on its socket; false if the client left first. */
+function responseTurn(req: http.IncomingMessage, res: http.ServerResponse): Promise<boolean> {
+  if (res.socket) return Promise.resolve(true);
+  const socket = req.socket;
+  if (socket.destroyed) return Promise.resolve(false);
+  return new Promise((resolve) => {
+    const onSocket = (): void => {
+      socket.off('close', onClose);
+      resolve(true);
+    };
+    const onClose = (): void => {
+      res.off('socket', onSocket);
+      resolve(false);
+    };
+    res.once('socket', onSocket);
+    socket.once('close', onClose);
+  });
 }
 
 /** How often to look for clients that are too slow with their headers (a fraction of the limit). */

@@ -9,8 +9,12 @@ export function createProxyListener(httpServer: http.Server, socks: SocksHandler
     socket.on('error', () => socket.destroy());
     // A client that connects and says nothing must not hold the socket forever.
     socket.setTimeout(socks.handshakeTimeoutMs, () => socket.destroy());
+    // Nor one that half-closes without a byte (the socket allows half-open for tunnels).
+    const silentEnd = (): void => void socket.destroy();
+    socket.once('end', silentEnd);
     socket.once('data', (first: Buffer) => {
       socket.setTimeout(0);
+      socket.off('end', silentEnd);
       if (first[0] === 0x04 || first[0] === 0x05) {
         handleSocks(socket, first, socks);
         return;

@@ -2,7 +2,7 @@
 // path reads the in-memory PolicyState that is kept in step with these writes.
 import type { Action, Layer, RuleRecord } from '../policy/rules.js';
 import type { LearningSwitch, SessionRecord } from '../policy/state.js';
-import type { Db } from './database.js';
+import { storeUnavailable, type Db } from './database.js';
 
 interface SessionRow {
   seq: number;
@@ -101,6 +101,11 @@ function toRule(r: RuleRow): RuleRecord {
 
 export class Store {
   private readonly q;
+  /**
+   * False once a write failed because the storage is unavailable (disk full, read-only,
+   * I/O error), true again after the next write that succeeds (see probe()).
+   */
+  healthy = true;
 
   constructor(readonly db: Db) {
     this.q = {
@@ -132,12 +137,36 @@ export class Store {
       deleteRule: db.prepare('DELETE FROM rules WHERE id = ?'),
       expiredRules: db.prepare<[number], { id: number }>("SELECT id FROM rules WHERE layer = 'global' AND expires_at IS NOT NULL AND expires_at <= ?"),
       containers: db.prepare<[], ContainerRow>('SELECT name, learning_enabled, learning_expires_at FROM containers'),
+      // Rewrites one row with itself: a real write (a WAL frame) that changes nothing.
+      probe: db.prepare('UPDATE schema_migrations SET applied_at = applied_at WHERE version = (SELECT max(version) FROM schema_migrations)'),
       upsertContainer: db.prepare(
         `INSERT INTO containers (name, learning_enabled, learning_expires_at, updated_at) VALUES (?, ?, ?, ?)
          ON CONFLICT (name) DO UPDATE SET learning_enabled = excluded.learning_enabled,
            learning_expires_at = excluded.learning_expires_at, updated_at = excluded.updated_at`,
       ),
     };
+  }
+
+  // ---- health ----
+
+  /** A write that changes nothing, to find out whether the storage takes writes again. */
+  probe(): void {
+    this.write(() => this.q.probe.run());
+  }
+
+  /** Runs a write; a storage failure becomes StoreUnavailableError and marks the store unhealthy. */
+  private write<T>(fn: () => T): T {
+    let result: T;
+    try {
+      result = fn();
+    } catch (err) {
+      const unavailable = storeUnavailable(err);
+      if (!unavailable) throw err;
+      this.healthy = false;
+      throw unavailable;
+    }
+    this.healthy = true;
+    return result;
   }
 
   // ---- sessions ----
@@ -160,7 +189,7 @@ export class Store {
    * creation order and token, and its rules are replaced. All or nothing.
    */
   upsertSession(s: SessionWrite, rules: readonly Omit<NewRule, 'layer' | 'sessionId'>[], now: number): { session: StoredSession; rules: RuleRecord[]; created: boolean } {
-    return this.db.transaction(() => {
+    return this.write(() => this.db.transaction(() => {
       let existing = this.q.sessionById.get(s.id);
       // An expired session is over even if the sweeper has not deleted it yet: its id starts
       // a new session (new creation order, new token), as it would after the sweep.
@@ -192,25 +221,25 @@ export class Store {
       }
       const inserted = rules.map((r) => this.insertRuleRow({ ...r, layer: 'session', sessionId: s.id }, now));
       return { session: toSession(this.q.sessionById.get(s.id)!), rules: inserted, created: !existing };
-    })();
+    })());
   }
 
   /** Extends an unexpired session; false when it does not exist or has already expired. */
   touchSession(id: string, expiresAt: number, now: number): boolean {
-    return this.q.touchSession.run(expiresAt, now, id, now).changes === 1;
+    return this.write(() => this.q.touchSession.run(expiresAt, now, id, now).changes === 1);
   }
 
   deleteSession(id: string): boolean {
-    return this.q.deleteSession.run(id).changes === 1;
+    return this.write(() => this.q.deleteSession.run(id).changes === 1);
   }
 
   /** Deletes expired sessions (their rules cascade) and returns their ids. */
   deleteExpiredSessions(now: number): string[] {
-    return this.db.transaction(() => {
+    return this.write(() => this.db.transaction(() => {
       const ids = this.q.expiredSessions.all(now).map((r) => r.id);
       for (const id of ids) this.q.deleteSession.run(id);
       return ids;
-    })();
+    })());
   }
 
   // ---- rules ----
@@ -228,25 +257,25 @@ export class Store {
   }
 
   insertRule(rule: NewRule, now: number): RuleRecord {
-    return this.insertRuleRow(rule, now);
+    return this.write(() => this.insertRuleRow(rule, now));
   }
 
   updateRule(rule: RuleRecord, now: number): RuleRecord {
-    this.q.updateRule.run({ ...rule, now });
+    this.write(() => this.q.updateRule.run({ ...rule, now }));
     return this.getRule(rule.id)!;
   }
 
   deleteRule(id: number): boolean {
-    return this.q.deleteRule.run(id).changes === 1;
+    return this.write(() => this.q.deleteRule.run(id).changes === 1);
   }
 
   /** Deletes expired global rules and returns their ids. */
   deleteExpiredRules(now: number): number[] {
-    return this.db.transaction(() => {
+    return this.write(() => this.db.transaction(() => {
       const ids = this.q.expiredRules.all(now).map((r) => r.id);
       for (const id of ids) this.q.deleteRule.run(id);
       return ids;
-    })();
+    })());
   }
 
   private insertRuleRow(rule: NewRule, now: number): RuleRecord {
@@ -257,7 +286,7 @@ export class Store {
   // ---- containers ----
 
   setLearning(sw: LearningSwitch, now: number): void {
-    this.q.upsertContainer.run(sw.container, sw.enabled ? 1 : 0, sw.expiresAt, now);
+    this.write(() => this.q.upsertContainer.run(sw.container, sw.enabled ? 1 : 0, sw.expiresAt, now));
   }
 
   learningSwitches(): LearningSwitch[] {
