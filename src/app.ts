@@ -87,6 +87,22 @@ export async function startSluice(config: Config, options: SluiceOptions = {}): 
   const logger = options.logger ?? pino({ level: config.log.level, base: { service: 'sluice' } });
   const clock = options.clock ?? Date.now;
   const dataDir = resolvePath(config.data_dir);
+  // Validated before anything is opened, so a bad webhook setting leaves nothing behind.
+  let webhook: WebhookSink | null = null;
+  if (config.webhook.url) {
+    webhook = new WebhookSink(
+      {
+        url: config.webhook.url,
+        allowedHosts: config.webhook.allowed_hosts,
+        types: config.webhook.types,
+        batchSize: config.webhook.batch_size,
+        flushIntervalMs: config.webhook.flush_interval_ms,
+        maxQueue: config.webhook.max_queue,
+        maxRetries: config.webhook.max_retries,
+      },
+      (err) => logger.warn({ err }, 'webhook delivery failed'),
+    );
+  }
   const db = openDatabase(dataDir);
   const store = new Store(db);
 
@@ -237,22 +253,7 @@ export async function startSluice(config: Config, options: SluiceOptions = {}): 
   const httpListener = createProxyListener(httpHandler, handlerOpts);
   const socksListener = createProxyListener(httpHandler, handlerOpts);
 
-  let webhook: WebhookSink | null = null;
-  if (config.webhook.url) {
-    webhook = new WebhookSink(
-      {
-        url: config.webhook.url,
-        allowedHosts: config.webhook.allowed_hosts,
-        types: config.webhook.types,
-        batchSize: config.webhook.batch_size,
-        flushIntervalMs: config.webhook.flush_interval_ms,
-        maxQueue: config.webhook.max_queue,
-        maxRetries: config.webhook.max_retries,
-      },
-      (err) => logger.warn({ err }, 'webhook delivery failed'),
-    );
-    webhook.start(bus);
-  }
+  webhook?.start(bus);
 
   const api = createApiServer({
     control,

@@ -361,5 +361,10 @@ export class Control {
       const rule = this.state.deleteRule(id);
       if (rule) this.emit({ type: 'rule.deleted', rule });
     }
+    // A learning switch stops counting the moment its TTL passes; this announces it.
+    for (const container of this.state.takeExpiredLearning(now)) {
+      this.store.setLearning({ container, enabled: false, expiresAt: null }, now);
+      this.emit({ type: 'learning.changed', container, enabled: false });
+    }
   }
 }

@@ -152,6 +152,18 @@ export class PolicyState {
     return this.learningSwitch(container, now) ? 'operator' : null;
   }
 
+  /** Operator learning switches whose TTL has run out; they are removed here. */
+  takeExpiredLearning(now: number): string[] {
+    const out: string[] = [];
+    for (const [container, sw] of this.learning) {
+      if (sw.expiresAt !== null && sw.expiresAt <= now) {
+        this.learning.delete(container);
+        out.push(container);
+      }
+    }
+    return out;
+  }
+
   /** Sessions whose expiry has passed (for the sweeper, which deletes them from the store too). */
   expiredSessions(now: number): SessionEntry[] {
     const out: SessionEntry[] = [];
