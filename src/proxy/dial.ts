@@ -57,36 +57,27 @@ function connectOnce(ip: IpAddress, port: number, timeoutMs: number, isCancelled
   });
 }
 
+export interface DialOptions {
+  /** Told how long a successful dial took (the upstream connect latency histogram). */
+  readonly observeSeconds?: ((seconds: number) => void) | undefined;
+  /** Dialling for a tunnel: the result carries a Downstream that relays without per-read garbage. */
+  readonly tunnel?: boolean;
+}
+
 /**
  * Tries each address in order until one connects, within one overall deadline. The last
  * failure is reported, since that is the one the client would have hit.
  */
-export function dial(
+export async function dial(
   addresses: readonly IpAddress[],
   port: number,
   timeoutMs: number,
   isCancelled: () => boolean,
-  /** Told how long a successful dial took (the upstream connect latency histogram). */
-  observeSeconds?: (seconds: number) => void,
+  opts: DialOptions = {},
 ): Promise<DialResult> {
-  return timed(dialFirst(addresses, port, timeoutMs, isCancelled, false), observeSeconds);
-}
-
-/** dial() for a tunnel: the result carries a Downstream that relays without per-read garbage. */
-export function dialTunnel(
-  addresses: readonly IpAddress[],
-  port: number,
-  timeoutMs: number,
-  isCancelled: () => boolean,
-  observeSeconds?: (seconds: number) => void,
-): Promise<DialResult> {
-  return timed(dialFirst(addresses, port, timeoutMs, isCancelled, true), observeSeconds);
-}
-
-async function timed(dialling: Promise<DialResult>, observeSeconds?: (seconds: number) => void): Promise<DialResult> {
   const started = performance.now();
-  const result = await dialling;
-  if (result.ok) observeSeconds?.((performance.now() - started) / 1000);
+  const result = await dialFirst(addresses, port, timeoutMs, isCancelled, opts.tunnel ?? false);
+  if (result.ok) opts.observeSeconds?.((performance.now() - started) / 1000);
   return result;
 }
 

@@ -5,7 +5,7 @@ import type net from 'node:net';
 import httpProxy from 'http-proxy';
 import { HostError, parseAuthority, parsePort } from '../policy/host.js';
 import { parseBasicAuth } from '../identity/identify.js';
-import { classify, dialTunnel } from './dial.js';
+import { classify, dial } from './dial.js';
 import type { Admission, Gate, Protocol } from './gate.js';
 import { proxyStatusHeader, renderingOf, type Failure } from './outcomes.js';
 import type { Connections } from './connections.js';
@@ -146,7 +146,7 @@ export function createHttpHandler(opts: HttpHandlerOptions): http.Server {
       if (!admission) return;
       let gone = false;
       socket.once('close', () => (gone = true));
-      const dialled = await dialTunnel(admission.addresses, admission.port, opts.connectTimeoutMs, () => gone, opts.observeConnectSeconds);
+      const dialled = await dial(admission.addresses, admission.port, opts.connectTimeoutMs, () => gone, { observeSeconds: opts.observeConnectSeconds, tunnel: true });
       if (!dialled.ok) {
         gate.upstreamFailed(admission, dialled.failure);
         refuse(dialled.failure);

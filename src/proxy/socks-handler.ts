@@ -2,7 +2,7 @@
 import type net from 'node:net';
 import type { Credentials, Identity } from '../identity/identify.js';
 import { clientAddress } from './client-address.js';
-import { dialTunnel } from './dial.js';
+import { dial } from './dial.js';
 import type { Gate, Protocol } from './gate.js';
 import { renderingOf, type Failure } from './outcomes.js';
 import {
@@ -156,7 +156,7 @@ export function handleSocks(socket: net.Socket, first: Buffer, opts: SocksHandle
       if (!result.ok) return reject(result.failure);
       let gone = false;
       socket.once('close', () => (gone = true));
-      const dialled = await dialTunnel(result.admission.addresses, port, opts.connectTimeoutMs, () => gone, opts.observeConnectSeconds);
+      const dialled = await dial(result.admission.addresses, port, opts.connectTimeoutMs, () => gone, { observeSeconds: opts.observeConnectSeconds, tunnel: true });
       if (!dialled.ok) {
         gate.upstreamFailed(result.admission, dialled.failure);
         return reject(dialled.failure);

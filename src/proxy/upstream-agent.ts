@@ -35,7 +35,7 @@ export class UpstreamAgent extends http.Agent {
       .split(',')
       .filter((a) => ipaddr.isValid(a))
       .map((a) => ipaddr.parse(a));
-    void dial(candidates, Number(options.port), this.connectTimeoutMs, () => false, this.observeConnectSeconds).then((r) => {
+    void dial(candidates, Number(options.port), this.connectTimeoutMs, () => false, { observeSeconds: this.observeConnectSeconds }).then((r) => {
       if (r.ok) callback?.(null, r.socket);
       else callback?.(Object.assign(new Error(r.failure.detail), { code: ERRNO[r.failure.kind] ?? 'ECONNRESET', failure: r.failure }), undefined as never);
     });
