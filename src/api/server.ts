@@ -37,6 +37,11 @@ export function createApiServer(opts: ApiOptions): FastifyInstance {
     return503OnClosing: true,
     forceCloseConnections: true,
     routerOptions: { maxParamLength: 256 },
+    // Unparseable targets (bad percent-encoding such as `%c0%ae`) are refused by the
+    // router before any hook runs; answer them in the API's one error shape too.
+    frameworkErrors: (err, _req, reply) => {
+      void (reply as FastifyReply).code(400).send({ error: 'invalid request', details: [err.message] });
+    },
   });
 
   app.get('/healthz', async () => ({ status: 'ok', ...opts.health() }));

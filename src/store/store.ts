@@ -2,7 +2,21 @@
 // path reads the in-memory PolicyState that is kept in step with these writes.
 import type { Action, Layer, RuleRecord } from '../policy/rules.js';
 import type { LearningSwitch, SessionRecord } from '../policy/state.js';
-import { storeUnavailable, type Db } from './database.js';
+import { statfsSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { StoreUnavailableError, storeUnavailable, type Db } from './database.js';
+
+/** Below this much free space a store that failed to write is not considered recovered. */
+const MIN_FREE_BYTES = 1024 * 1024;
+
+function freeBytes(dir: string): number | null {
+  try {
+    const fs = statfsSync(dir);
+    return fs.bavail * fs.bsize;
+  } catch {
+    return null;
+  }
+}
 
 interface SessionRow {
   seq: number;
@@ -149,8 +163,17 @@ export class Store {
 
   // ---- health ----
 
-  /** A write that changes nothing, to find out whether the storage takes writes again. */
+  /**
+   * Finds out whether the storage takes writes again: enough free space (a tiny write can
+   * still fit in space a failed transaction left in the WAL, so that alone proves little)
+   * and a real write that changes nothing.
+   */
   probe(): void {
+    const free = freeBytes(dirname(this.db.name));
+    if (free !== null && free < MIN_FREE_BYTES) {
+      this.healthy = false;
+      throw new StoreUnavailableError(`the file system holding the database is full (${free} bytes free)`, 'SQLITE_FULL');
+    }
     this.write(() => this.q.probe.run());
   }
 

@@ -171,6 +171,14 @@ test('SOCKS5 clients that trickle their greeting, or stall after authenticating,
   quitter.socket.end();
   await quitter.untilClosed(HANDSHAKE_MS);
   assert.ok(Date.now() - q0 < HANDSHAKE_MS / 2, `half-closed client held for ${Date.now() - q0} ms`);
+  // So is one that half-closes without sending a byte, on either port.
+  for (const port of [s.sluice.http.port, s.sluice.socks.port]) {
+    const silent = await RawClient.connect(t, port);
+    const s0 = Date.now();
+    silent.socket.end();
+    await silent.untilClosed(HANDSHAKE_MS);
+    assert.ok(Date.now() - s0 < HANDSHAKE_MS / 2, `silent half-closed client held for ${Date.now() - s0} ms`);
+  }
   assert.equal(s.sluice.connections.size, 0);
 });
 
