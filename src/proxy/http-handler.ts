@@ -40,12 +40,25 @@ function stripHopByHop(headers: http.IncomingHttpHeaders, keepUpgrade: boolean):
 const STATUS_TEXT: Record<number, string> = { 400: 'Bad Request', 403: 'Forbidden', 407: 'Proxy Authentication Required', 408: 'Request Timeout', 429: 'Too Many Requests', 431: 'Request Header Fields Too Large', 502: 'Bad Gateway', 504: 'Gateway Timeout' };
 
 /** A complete response written straight to a raw socket (CONNECT, upgrades, parse errors). */
-function rawResponse(socket: net.Socket, status: number, body: string, headers: Record<string, string> = {}): void {
+function rawResponse(socket: net.Socket, status: number, body: string, headers: Record<string, string> = {}, lingerMs = 10_000): void {
   if (socket.destroyed || !socket.writable) return;
   const payload = Buffer.from(body, 'utf8');
   let head = `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Error'}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${payload.length}\r\nConnection: close\r\n`;
   for (const [k, v] of Object.entries(headers)) head += `${k}: ${v}\r\n`;
   socket.end(Buffer.concat([Buffer.from(head + '\r\n', 'latin1'), payload]));
+  drainUntilClosed(socket, lingerMs);
+}
+
+/**
+ * After the last response on a raw (CONNECT or upgrade) socket: read and discard whatever
+ * the client still sends. Such a socket is paused, and bytes it holds unread (a TLS hello
+ * pipelined after a refused CONNECT, say) would keep the client's FIN from ever being seen:
+ * the socket would stay open forever and hold up shutdown. A client that does not close
+ * within `lingerMs` is cut.
+ */
+function drainUntilClosed(socket: net.Socket, lingerMs: number): void {
+  socket.resume();
+  socket.setTimeout(lingerMs > 0 ? lingerMs : 10_000, () => socket.destroy());
 }
 
 function failureHeaders(f: Failure): Record<string, string> {
@@ -81,6 +94,9 @@ export function createHttpHandler(opts: HttpHandlerOptions): http.Server {
   // drained and cut at shutdown (and idle-timed) instead of holding close() open forever.
   const pendingUpgrades = new WeakMap<http.IncomingMessage, Admission>();
   proxy.on('proxyReqWs', (proxyReq: http.ClientRequest, req: http.IncomingMessage, socket: net.Socket) => {
+    // An origin that declines the upgrade: http-proxy relays its answer and ends the socket;
+    // the client's side must still be read to the end (see drainUntilClosed).
+    proxyReq.once('response', () => drainUntilClosed(socket, opts.handshakeTimeoutMs));
     const admission = pendingUpgrades.get(req);
     if (!admission) return;
     proxyReq.once('upgrade', (_res: http.IncomingMessage, upstream: net.Socket) => {
@@ -135,12 +151,12 @@ export function createHttpHandler(opts: HttpHandlerOptions): http.Server {
       } catch (err) {
         if (!(err instanceof HostError)) throw err;
         const f: Failure = { kind: 'bad_request', detail: `CONNECT target must be host:port or [ipv6]:port (${err.message})` };
-        rawResponse(socket, 400, failureBody(f), failureHeaders(f));
+        rawResponse(socket, 400, failureBody(f), failureHeaders(f), opts.handshakeTimeoutMs);
         return;
       }
       // Admit by the raw host so the audit shows what the client asked for.
       const rawHost = (req.url ?? '').slice(0, (req.url ?? '').lastIndexOf(':'));
-      const refuse = (f: Failure): void => rawResponse(socket, renderingOf(f.kind).status, failureBody(f), failureHeaders(f));
+      const refuse = (f: Failure): void => rawResponse(socket, renderingOf(f.kind).status, failureBody(f), failureHeaders(f), opts.handshakeTimeoutMs);
       socket.pause();
       const admission = await admitRequest(req, 'connect', rawHost, target.port, refuse);
       if (!admission) return;
@@ -195,7 +211,7 @@ export function createHttpHandler(opts: HttpHandlerOptions): http.Server {
     socket.on('error', () => socket.destroy());
     void (async () => {
       const url = absoluteTarget(req);
-      const refuse = (f: Failure): void => rawResponse(socket, renderingOf(f.kind).status, failureBody(f), failureHeaders(f));
+      const refuse = (f: Failure): void => rawResponse(socket, renderingOf(f.kind).status, failureBody(f), failureHeaders(f), opts.handshakeTimeoutMs);
       if ('error' in url) {
         refuse({ kind: 'bad_request', detail: url.error });
         return;
@@ -230,7 +246,7 @@ export function createHttpHandler(opts: HttpHandlerOptions): http.Server {
           ? { kind: 'bad_request', detail: 'request headers were not received in time' }
           : { kind: 'bad_request', detail: `malformed HTTP request (${code || err.message})` };
     const status = code === 'HPE_HEADER_OVERFLOW' ? 431 : code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
-    rawResponse(socket, status, failureBody(f), failureHeaders(f));
+    rawResponse(socket, status, failureBody(f), failureHeaders(f), opts.handshakeTimeoutMs);
   });
 
   return server;

@@ -58,8 +58,14 @@ export function handleSocks(socket: net.Socket, first: Buffer, opts: SocksHandle
   const finish = (reply?: Buffer): void => {
     clearTimeout(timer);
     socket.off('data', onData);
-    if (reply && socket.writable) socket.end(reply);
-    else socket.destroy();
+    if (reply && socket.writable) {
+      socket.end(reply);
+      // The socket may be paused (a refused CONNECT) with bytes the client pipelined still
+      // unread, and then the client's FIN would never be seen: read on, and cut a client
+      // that does not close.
+      socket.resume();
+      socket.setTimeout(opts.handshakeTimeoutMs > 0 ? opts.handshakeTimeoutMs : 10_000, () => socket.destroy());
+    } else socket.destroy();
   };
   socket.on('error', () => finish());
   socket.on('close', () => clearTimeout(timer));

@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { basic, RawClient, sleep, sluiceFor, socks5, socks5Raw, type T } from '../helpers/proxy-helpers.js';
+import { basic, originFor, RawClient, sleep, sluiceFor, socks5, socks5Raw, type T } from '../helpers/proxy-helpers.js';
 import type { TestSluice } from '../helpers/harness.js';
 
 /** A raw TCP origin on 127.0.0.2 whose behaviour is chosen by the request path (or first bytes). */
@@ -213,4 +213,49 @@ test('a flood of connections stuck in slow or failing DNS: all answered (504 dns
     many.every((st) => st === 502),
     `after the flood, 40 concurrent attempts fit the limit again: ${many.join(',')}`,
   );
+});
+
+test('refusals on raw sockets followed by more client bytes (pipelined TLS hello, a WebSocket frame): the socket still closes with its client', async (t) => {
+  const origin = await originFor(t, '127.0.0.2');
+  const s = await sluiceFor(t);
+  const sess = await s.createSession({ container_name: 'raw', network_rules: [{ destination_pattern: '127.0.0.2' }] });
+  const auth = `Proxy-Authorization: ${basic('raw', sess.proxy_token)}\r\n`;
+  const upgrade = (target: string): string => `GET http://${target}/ws HTTP/1.1\r\nHost: x\r\n${auth}Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n`;
+  const cases: Array<[string, number, string[]]> = [
+    ['denied CONNECT, then bytes', s.sluice.http.port, [`CONNECT denied.example:443 HTTP/1.1\r\n${auth}\r\n`, '\x16\x03\x01 hello']],
+    ['refused CONNECT, then bytes', s.sluice.http.port, [`CONNECT 127.0.0.2:1 HTTP/1.1\r\n${auth}\r\n`, '\x16\x03\x01 hello']],
+    ['upgrade the origin declines, with a frame', s.sluice.http.port, [upgrade(origin.authority) + 'frame']],
+    ['upgrade the origin declines, then a frame', s.sluice.http.port, [upgrade(origin.authority), 'frame']],
+    ['denied upgrade, then a frame', s.sluice.http.port, [upgrade('denied.example'), 'frame']],
+    ['denied SOCKS5 request, then bytes', s.sluice.socks.port, []],
+  ];
+  const proxySide = (): number => (process as unknown as { _getActiveHandles(): Array<{ localPort?: number }> })._getActiveHandles().filter((h) => h.localPort === s.sluice.http.port || h.localPort === s.sluice.socks.port).length;
+  for (const [what, port, parts] of cases) {
+    const c = await RawClient.connect(t, port);
+    if (parts.length === 0) {
+      c.write(socks5.greeting(0x02));
+      await c.take(2);
+      c.write(socks5.auth('raw', sess.proxy_token));
+      await c.take(2);
+      c.write(socks5.domain('denied.example', 443));
+      assert.equal((await c.take(10))[1], 0x02);
+      c.write('\x16\x03\x01 hello');
+    } else {
+      for (const p of parts) {
+        c.write(p);
+        await sleep(30);
+      }
+      await c.until((b) => b.includes('\r\n\r\n'), 2000, `${what}: a response`);
+    }
+    await sleep(50);
+    c.socket.end();
+    await c.untilClosed(2000);
+    const deadline = Date.now() + 2000;
+    while (proxySide() > 0 && Date.now() < deadline) await sleep(20);
+    assert.equal(proxySide(), 0, `${what}: sluice still holds the socket after its client closed`);
+  }
+  // And shutdown does not wait for anything.
+  const t0 = Date.now();
+  await s.close();
+  assert.ok(Date.now() - t0 < 1500, `close took ${Date.now() - t0} ms`);
 });

@@ -526,9 +526,16 @@ function fetchViaProxy(): Promise<number> {
   });
 }
 
+/** Sockets sluice accepted on its proxy ports that are still open (tracked as connections or not). */
+function proxySideSockets(): number {
+  const ports = [s.sluice.http.port, s.sluice.socks.port];
+  return (process as unknown as { _getActiveHandles(): Array<{ localPort?: number }> })._getActiveHandles().filter((h) => ports.includes(h.localPort ?? -1)).length;
+}
+
 async function noConnectionLeft(): Promise<void> {
   const deadline = Date.now() + 3000;
-  while (s.sluice.connections.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  while ((s.sluice.connections.size > 0 || proxySideSockets() > 0) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  assert.equal(proxySideSockets(), 0, 'sockets left open on the proxy ports after every client went away');
   const left = s.sluice.connections.entries().map((c) => `${c.kind} ${c.protocol} ${c.admission.destination.host}:${c.admission.port} up=${c.bytesUp} down=${c.bytesDown}`);
   assert.deepEqual(left, [], 'connections left open after every client went away');
 }
