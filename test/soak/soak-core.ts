@@ -41,8 +41,10 @@ export interface SoakReport {
   readonly decisionsReplayed: number;
   readonly mismatches: string[];
   readonly problems: string[];
-  readonly rssMiB: { readonly start: number; readonly warm: number; readonly end: number; readonly max: number };
+  readonly rssMiB: { readonly start: number; readonly warm: number; readonly end: number; readonly max: number; readonly trend: number[] };
   readonly heapMiB: { readonly warm: number; readonly end: number };
+  /** Memory outside the JS heap at the end (Buffers, SQLite and other native allocations are in RSS only). */
+  readonly externalMiB: { readonly external: number; readonly arrayBuffers: number };
   readonly handles: { readonly baseline: Record<string, number>; readonly end: Record<string, number> };
 }
 
@@ -272,6 +274,8 @@ export async function runSoak(opts: SoakOptions): Promise<SoakReport> {
   // Warm up briefly, then take the baseline the end state must return to.
   gc();
   const rss = { start: process.memoryUsage().rss, warm: 0, end: 0, max: 0 };
+  // RSS at every tenth of the run, to show whether it is flat after warm-up.
+  const trend: number[] = [];
   const baseline = resources();
   const started = Date.now();
   const deadline = started + opts.durationMs;
@@ -280,13 +284,14 @@ export async function runSoak(opts: SoakOptions): Promise<SoakReport> {
   const sampler = setInterval(() => {
     const m = process.memoryUsage();
     rss.max = Math.max(rss.max, m.rss);
+    if (Date.now() - started >= (trend.length * opts.durationMs) / 10) trend.push(Math.round(m.rss / MiB));
     if (rss.warm === 0 && Date.now() >= warmAt) {
       gc();
       rss.warm = process.memoryUsage().rss;
       heapWarm = process.memoryUsage().heapUsed;
     }
   }, 250);
-  const progress = setInterval(() => log(`${Math.round((Date.now() - started) / 1000)} s: ${JSON.stringify(counters)} rss ${(process.memoryUsage().rss / MiB).toFixed(0)} MiB, open ${s.sluice.connections.size}`), 10_000);
+  const progress = setInterval(() => log(`${Math.round((Date.now() - started) / 1000)} s: ${JSON.stringify(counters)} rss ${(process.memoryUsage().rss / MiB).toFixed(0)} MiB (heap ${(process.memoryUsage().heapUsed / MiB).toFixed(0)}, external ${(process.memoryUsage().external / MiB).toFixed(0)}), open ${s.sluice.connections.size}`), 10_000);
 
   const worker = async (k: number): Promise<void> => {
     const container = `w-${k}`;
@@ -362,6 +367,15 @@ export async function runSoak(opts: SoakOptions): Promise<SoakReport> {
   clearInterval(sampler);
   const durationMs = Date.now() - started;
 
+  // ---- the churn is over: memory now, before the replay below allocates its own
+  for (const id of (await api('GET', '/api/sessions')).body.sessions.map((x: { session_id: string }) => x.session_id)) await api('DELETE', `/api/sessions/${id}`);
+  const settle = Date.now() + 5000;
+  while (s.sluice.connections.size > 0 && Date.now() < settle) await sleep(50);
+  if (s.sluice.connections.size > 0) problems.push(`${s.sluice.connections.size} connections still open at the end`);
+  gc();
+  const m = process.memoryUsage();
+  rss.end = m.rss;
+
   // ---- replay every decision against the reference
   const rows: any[] = [];
   let cursor: string | null = null;
@@ -410,18 +424,11 @@ export async function runSoak(opts: SoakOptions): Promise<SoakReport> {
     }
   }
 
-  // ---- everything back to where it started
-  for (const id of (await api('GET', '/api/sessions')).body.sessions.map((x: { session_id: string }) => x.session_id)) await api('DELETE', `/api/sessions/${id}`);
+  // ---- every socket and timer back to where it started
   agent.destroy();
-  const settle = Date.now() + 5000;
-  while (s.sluice.connections.size > 0 && Date.now() < settle) await sleep(50);
-  if (s.sluice.connections.size > 0) problems.push(`${s.sluice.connections.size} connections still open at the end`);
   // Pooled upstream connections close with the origin's keep-alive timeout; closing sockets need a tick.
   await sleep(400);
-  gc();
   const end = resources();
-  const m = process.memoryUsage();
-  rss.end = m.rss;
   for (const kind of new Set([...Object.keys(baseline), ...Object.keys(end)])) {
     if ((end[kind] ?? 0) > (baseline[kind] ?? 0)) problems.push(`leaked ${kind}: ${baseline[kind] ?? 0} before the churn, ${end[kind]} after`);
   }
@@ -436,8 +443,9 @@ export async function runSoak(opts: SoakOptions): Promise<SoakReport> {
     decisionsReplayed: replayed,
     mismatches,
     problems,
-    rssMiB: { start: rss.start / MiB, warm: rss.warm / MiB, end: rss.end / MiB, max: rss.max / MiB },
+    rssMiB: { start: rss.start / MiB, warm: rss.warm / MiB, end: rss.end / MiB, max: rss.max / MiB, trend },
     heapMiB: { warm: heapWarm / MiB, end: m.heapUsed / MiB },
+    externalMiB: { external: m.external / MiB, arrayBuffers: m.arrayBuffers / MiB },
     handles: { baseline, end },
   };
   await s.close(true);
