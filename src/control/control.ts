@@ -5,7 +5,8 @@ import { PatternError } from '../policy/patterns.js';
 import { canonicalisePatterns, type RuleRecord } from '../policy/rules.js';
 import type { PolicyState, SessionEntry } from '../policy/state.js';
 import { deriveToken, hashToken, newNonce } from '../identity/tokens.js';
-import { SessionConflictError, type NewRule, type Store, type StoredSession } from '../store/store.js';
+import { SessionConflictError, type Store, type StoredSession } from '../store/store.js';
+import { prepareSessionRules } from './session-rules.js';
 import type { LearningInput, RuleCreate, RuleListQuery, RulePatch, SessionCreate } from './schemas.js';
 import { randomUUID } from 'node:crypto';
 
@@ -91,23 +92,18 @@ export class Control {
 
   // ---- sessions ----
 
-  createSession(input: SessionCreate) {
+  /**
+   * Creates or re-posts a session. The write joins the store's group commit; the session
+   * goes into memory (and the answer is given) only once that commit succeeded.
+   */
+  async createSession(input: SessionCreate) {
     const now = this.clock();
     if (input.network_rules.length > this.opts.maxRulesPerSession) {
       const limit = `a session may carry at most ${this.opts.maxRulesPerSession} rules (sessions.max_rules_per_session)`;
       throw new ControlError(400, limit, [`network_rules: ${input.network_rules.length} rules given; ${limit}`]);
     }
-    const errors: string[] = [];
-    const rules: Array<Omit<NewRule, 'layer' | 'sessionId'>> = [];
-    input.network_rules.forEach((r, i) => {
-      try {
-        const p = canonicalisePatterns({ containerPattern: input.container_name, destinationPattern: r.destination_pattern, portPattern: r.port_pattern });
-        rules.push({ ...p, action: r.action, expiresAt: null, notes: r.notes ?? null });
-      } catch (err) {
-        if (!(err instanceof PatternError)) throw err;
-        errors.push(`network_rules.${i}: ${err.message}`);
-      }
-    });
+    const rules = prepareSessionRules(input.container_name, input.network_rules);
+    const errors = [...rules.errors];
     const sourceIps = input.source_ips.map((ip, i) => {
       try {
         const d = parseHost(ip);
@@ -121,57 +117,64 @@ export class Control {
     if (errors.length > 0) throw new ControlError(400, 'invalid session', errors);
 
     const id = input.session_id ?? randomUUID();
+    // The store refuses this too; checked here first (memory mirrors the store) so that a
+    // refused re-post never costs the other writes of its group commit a re-run.
+    const current = input.session_id === undefined ? undefined : this.state.session(id);
+    if (current && current.record.expiresAt > now && current.record.container !== input.container_name) {
+      throw new ControlError(409, `session ${id} belongs to container ${current.record.container}`);
+    }
     const ttlSeconds = input.ttl_seconds ?? this.opts.defaultTtlSeconds;
     const nonce = newNonce();
-    let result;
+    const newToken = deriveToken(this.opts.tokenSecret, id, nonce);
+    const write = {
+      id,
+      container: input.container_name,
+      expiresAt: now + ttlSeconds * 1000,
+      ttlSeconds,
+      allowAll: input.allow_all,
+      sourceIps,
+      metadata: input.metadata ?? null,
+      limits: input.limits ? { maxConnections: input.limits.max_connections, connectionsPerSecond: input.limits.connections_per_second } : null,
+      tokenHash: hashToken(newToken),
+      tokenNonce: nonce,
+      freshId: input.session_id === undefined,
+    };
     try {
-      result = this.store.upsertSession(
-        {
-          id,
-          container: input.container_name,
-          expiresAt: now + ttlSeconds * 1000,
-          ttlSeconds,
-          allowAll: input.allow_all,
-          sourceIps,
-          metadata: input.metadata ?? null,
-          limits: input.limits
-            ? { maxConnections: input.limits.max_connections, connectionsPerSecond: input.limits.connections_per_second }
-            : null,
-          tokenHash: hashToken(deriveToken(this.opts.tokenSecret, id, nonce)),
-          tokenNonce: nonce,
-        },
-        rules,
-        now,
-      );
+      return await this.store.queueUpsertSession(write, rules.rows, now, (result) => {
+        const { session } = result;
+        this.state.putCompiledSession(session, rules.compile(result.rules));
+        this.emit({ type: result.created ? 'session.created' : 'session.updated', sessionId: id, container: session.container });
+        // A re-posted session keeps the token it was created with.
+        const token = session.tokenNonce === nonce ? newToken : deriveToken(this.opts.tokenSecret, session.id, session.tokenNonce);
+        return {
+          session_id: session.id,
+          container_name: session.container,
+          created_at: iso(session.createdAt),
+          expires_at: iso(session.expiresAt),
+          rules_created: result.rules.length,
+          allow_all: session.allowAll,
+          proxy_token: token,
+          proxy: this.opts.proxyUrls(session.container, token),
+        };
+      });
     } catch (err) {
       if (err instanceof SessionConflictError) throw new ControlError(409, err.message);
       throw err;
     }
-    const { session } = result;
-    this.state.putSession(session, result.rules);
-    this.emit({ type: result.created ? 'session.created' : 'session.updated', sessionId: id, container: session.container });
-    const token = deriveToken(this.opts.tokenSecret, session.id, session.tokenNonce);
-    return {
-      session_id: session.id,
-      container_name: session.container,
-      created_at: iso(session.createdAt),
-      expires_at: iso(session.expiresAt),
-      rules_created: result.rules.length,
-      allow_all: session.allowAll,
-      proxy_token: token,
-      proxy: this.opts.proxyUrls(session.container, token),
-    };
   }
 
-  heartbeat(id: string) {
+  /** Extends a session by its TTL; like createSession, answered after the group commit. */
+  async heartbeat(id: string) {
     const now = this.clock();
     const entry = this.state.session(id);
     if (!entry || entry.record.expiresAt <= now) throw new ControlError(404, 'session not found or expired');
     const expiresAt = now + entry.record.ttlSeconds * 1000;
-    if (!this.store.touchSession(id, expiresAt, now)) throw new ControlError(404, 'session not found or expired');
-    this.state.touchSession(id, expiresAt);
-    this.emit({ type: 'session.heartbeat', sessionId: id, container: entry.record.container });
-    return { session_id: id, expires_at: iso(expiresAt) };
+    return this.store.queueTouchSession(id, expiresAt, now, (touched) => {
+      if (!touched) throw new ControlError(404, 'session not found or expired');
+      this.state.touchSession(id, expiresAt);
+      this.emit({ type: 'session.heartbeat', sessionId: id, container: entry.record.container });
+      return { session_id: id, expires_at: iso(expiresAt) };
+    });
   }
 
   deleteSession(id: string) {

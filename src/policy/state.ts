@@ -1,7 +1,7 @@
 // The in-memory policy state every decision reads. The store writes SQLite first and then
 // applies the same change here, so decisions never touch SQL. Nothing in this file reads
 // the clock: callers hand in `now` (epoch ms).
-import { compileRule, type RuleRecord } from './rules.js';
+import { compileRule, type CompiledRule, type RuleRecord } from './rules.js';
 import { RuleIndex } from './rule-index.js';
 
 export interface SessionRecord {
@@ -52,9 +52,17 @@ export class PolicyState {
 
   /** Adds or replaces a session together with its full rule set. */
   putSession(record: SessionRecord, rules: readonly RuleRecord[]): void {
+    this.putCompiledSession(record, rules.map(compileRule));
+  }
+
+  /**
+   * putSession for rules the caller has already compiled (the control plane parses each
+   * pattern once, to validate and canonicalise it, and keeps the matchers it got).
+   */
+  putCompiledSession(record: SessionRecord, rules: readonly CompiledRule[]): void {
     this.deleteSession(record.id);
     const index = new RuleIndex();
-    for (const r of rules) index.add(compileRule(r));
+    for (const r of rules) index.add(r);
     const entry: SessionEntry = { record, rules: index };
     this.sessions.set(record.id, entry);
     const list = this.byContainer.get(record.container) ?? [];

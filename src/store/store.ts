@@ -5,6 +5,7 @@ import type { LearningSwitch, SessionRecord } from '../policy/state.js';
 import { statfsSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { StoreUnavailableError, storeUnavailable, type Db } from './database.js';
+import { GroupCommit } from './group-commit.js';
 
 /** Below this much free space a store that failed to write is not considered recovered. */
 const MIN_FREE_BYTES = 1024 * 1024;
@@ -72,6 +73,8 @@ export interface SessionWrite {
   /** Used only when the session is new; an existing session keeps its token. */
   readonly tokenHash: string;
   readonly tokenNonce: string;
+  /** The id was generated for this write (a random UUID): no row can have it yet, so it is not looked up. */
+  readonly freshId?: boolean;
 }
 
 export interface RuleFilter {
@@ -80,6 +83,12 @@ export interface RuleFilter {
 }
 
 export class SessionConflictError extends Error {}
+
+export interface UpsertResult {
+  readonly session: StoredSession;
+  readonly rules: RuleRecord[];
+  readonly created: boolean;
+}
 
 function toSession(r: SessionRow): StoredSession {
   return {
@@ -120,8 +129,11 @@ export class Store {
    * I/O error), true again after the next write that succeeds (see probe()).
    */
   healthy = true;
+  /** Session creates and heartbeats from concurrent requests share one transaction. */
+  readonly group: GroupCommit;
 
   constructor(readonly db: Db) {
+    this.group = new GroupCommit(db, (fn) => this.write(fn));
     this.q = {
       sessionById: db.prepare<[string], SessionRow>('SELECT * FROM sessions WHERE id = ?'),
       sessions: db.prepare<[], SessionRow>('SELECT * FROM sessions ORDER BY seq'),
@@ -139,9 +151,11 @@ export class Store {
       ruleById: db.prepare<[number], RuleRow>('SELECT * FROM rules WHERE id = ?'),
       rulesOfSession: db.prepare<[string], RuleRow>('SELECT * FROM rules WHERE session_id = ? ORDER BY id'),
       allRules: db.prepare<[], RuleRow>('SELECT * FROM rules ORDER BY id'),
-      insertRule: db.prepare(
+      // Positional parameters: binding by name costs a property lookup per column, and
+      // this runs once per rule of every session create.
+      insertRule: db.prepare<[Layer, string | null, string, string, string, Action, number | null, string | null, number, number]>(
         `INSERT INTO rules (layer, session_id, container_pattern, destination_pattern, port_pattern, action, expires_at, notes, created_at, updated_at)
-         VALUES (@layer, @sessionId, @containerPattern, @destinationPattern, @portPattern, @action, @expiresAt, @notes, @now, @now)`,
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       ),
       updateRule: db.prepare(
         `UPDATE rules SET container_pattern = @containerPattern, destination_pattern = @destinationPattern, port_pattern = @portPattern,
@@ -209,47 +223,76 @@ export class Store {
 
   /**
    * Creates a session, or updates an unexpired one with the same id in place: it keeps its
-   * creation order and token, and its rules are replaced. All or nothing.
+   * creation order and token, and its rules are replaced. All or nothing, through the group
+   * commit: `then` runs right after the commit that holds it (the place to update memory),
+   * and the promise settles with its result.
    */
-  upsertSession(s: SessionWrite, rules: readonly Omit<NewRule, 'layer' | 'sessionId'>[], now: number): { session: StoredSession; rules: RuleRecord[]; created: boolean } {
-    return this.write(() => this.db.transaction(() => {
-      let existing = this.q.sessionById.get(s.id);
-      // An expired session is over even if the sweeper has not deleted it yet: its id starts
-      // a new session (new creation order, new token), as it would after the sweep.
-      if (existing && existing.expires_at <= now) {
-        this.q.deleteSession.run(s.id);
-        existing = undefined;
-      }
-      const params = {
-        id: s.id,
-        container: s.container,
-        now,
-        expiresAt: s.expiresAt,
-        ttlSeconds: s.ttlSeconds,
-        allowAll: s.allowAll ? 1 : 0,
-        sourceIps: JSON.stringify(s.sourceIps),
-        metadata: s.metadata === null ? null : JSON.stringify(s.metadata),
-        limits: s.limits === null ? null : JSON.stringify(s.limits),
-        tokenHash: s.tokenHash,
-        tokenNonce: s.tokenNonce,
-      };
-      if (existing) {
-        if (existing.container !== s.container) {
-          throw new SessionConflictError(`session ${s.id} belongs to container ${existing.container}`);
-        }
-        this.q.updateSession.run(params);
-        this.q.deleteRulesOfSession.run(s.id);
-      } else {
-        this.q.insertSession.run(params);
-      }
-      const inserted = rules.map((r) => this.insertRuleRow({ ...r, layer: 'session', sessionId: s.id }, now));
-      return { session: toSession(this.q.sessionById.get(s.id)!), rules: inserted, created: !existing };
-    })());
+  queueUpsertSession<R>(s: SessionWrite, rules: readonly Omit<NewRule, 'layer' | 'sessionId'>[], now: number, then: (r: UpsertResult) => R): Promise<R> {
+    return this.group.submit(() => this.upsertSessionRows(s, rules, now), then);
   }
 
-  /** Extends an unexpired session; false when it does not exist or has already expired. */
-  touchSession(id: string, expiresAt: number, now: number): boolean {
-    return this.write(() => this.q.touchSession.run(expiresAt, now, id, now).changes === 1);
+  /** The statements of an upsert; the caller supplies the transaction. */
+  private upsertSessionRows(s: SessionWrite, rules: readonly Omit<NewRule, 'layer' | 'sessionId'>[], now: number): UpsertResult {
+    let existing = s.freshId ? undefined : this.q.sessionById.get(s.id);
+    // An expired session is over even if the sweeper has not deleted it yet: its id starts
+    // a new session (new creation order, new token), as it would after the sweep.
+    if (existing && existing.expires_at <= now) {
+      this.q.deleteSession.run(s.id);
+      existing = undefined;
+    }
+    const row: SessionRow = {
+      seq: existing?.seq ?? 0,
+      id: s.id,
+      container: s.container,
+      created_at: existing?.created_at ?? now,
+      updated_at: now,
+      expires_at: s.expiresAt,
+      ttl_seconds: s.ttlSeconds,
+      allow_all: s.allowAll ? 1 : 0,
+      source_ips: JSON.stringify(s.sourceIps),
+      metadata: s.metadata === null ? null : JSON.stringify(s.metadata),
+      limits: s.limits === null ? null : JSON.stringify(s.limits),
+      token_hash: existing?.token_hash ?? s.tokenHash,
+      token_nonce: existing?.token_nonce ?? s.tokenNonce,
+    };
+    const params = {
+      id: row.id,
+      container: row.container,
+      now,
+      expiresAt: row.expires_at,
+      ttlSeconds: row.ttl_seconds,
+      allowAll: row.allow_all,
+      sourceIps: row.source_ips,
+      metadata: row.metadata,
+      limits: row.limits,
+      tokenHash: row.token_hash,
+      tokenNonce: row.token_nonce,
+    };
+    if (existing) {
+      if (existing.container !== s.container) {
+        throw new SessionConflictError(`session ${s.id} belongs to container ${existing.container}`);
+      }
+      this.q.updateSession.run(params);
+      this.q.deleteRulesOfSession.run(s.id);
+    } else {
+      row.seq = Number(this.q.insertSession.run(params).lastInsertRowid);
+    }
+    const inserted = rules.map((r) => this.insertRuleRow(r, 'session', s.id, now));
+    // Built from what was written rather than read back: the same values a restart loads
+    // (toSession parses the JSON columns exactly as it would from the row).
+    return { session: toSession(row), rules: inserted, created: !existing };
+  }
+
+  /**
+   * Extends an unexpired session, through the group commit; `then` gets whether it was
+   * extended (false when it does not exist or has already expired).
+   */
+  queueTouchSession<R>(id: string, expiresAt: number, now: number, then: (touched: boolean) => R): Promise<R> {
+    return this.group.submit(() => this.touchSessionRow(id, expiresAt, now), then);
+  }
+
+  private touchSessionRow(id: string, expiresAt: number, now: number): boolean {
+    return this.q.touchSession.run(expiresAt, now, id, now).changes === 1;
   }
 
   deleteSession(id: string): boolean {
@@ -280,7 +323,7 @@ export class Store {
   }
 
   insertRule(rule: NewRule, now: number): RuleRecord {
-    return this.write(() => this.insertRuleRow(rule, now));
+    return this.write(() => this.insertRuleRow(rule, rule.layer, rule.sessionId, now));
   }
 
   updateRule(rule: RuleRecord, now: number): RuleRecord {
@@ -301,9 +344,32 @@ export class Store {
     })());
   }
 
-  private insertRuleRow(rule: NewRule, now: number): RuleRecord {
-    const info = this.q.insertRule.run({ ...rule, now });
-    return toRule(this.q.ruleById.get(Number(info.lastInsertRowid))!);
+  /** Inserts a rule and returns its record, built from what was written (no read-back). */
+  private insertRuleRow(rule: Omit<NewRule, 'layer' | 'sessionId'>, layer: Layer, sessionId: string | null, now: number): RuleRecord {
+    const info = this.q.insertRule.run(
+      layer,
+      sessionId,
+      rule.containerPattern,
+      rule.destinationPattern,
+      rule.portPattern,
+      rule.action,
+      rule.expiresAt,
+      rule.notes,
+      now,
+      now,
+    );
+    return {
+      id: Number(info.lastInsertRowid),
+      layer,
+      sessionId,
+      containerPattern: rule.containerPattern,
+      destinationPattern: rule.destinationPattern,
+      portPattern: rule.portPattern,
+      action: rule.action,
+      expiresAt: rule.expiresAt,
+      notes: rule.notes,
+      createdAt: now,
+    };
   }
 
   // ---- containers ----
