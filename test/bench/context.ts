@@ -1,6 +1,7 @@
 // What every workload gets: the options, the origin, the proxies that are up, the load
 // workers, and a progress logger (stderr, so stdout stays the report).
 import type { Options } from './options.js';
+import { NODE_RELAY } from './peers.js';
 import type { Origin } from './origin.js';
 import type { Pool } from './pool.js';
 import type { SluiceUnderTest } from './sluice.js';
@@ -20,7 +21,10 @@ export interface BenchContext {
 
 export type WorkloadRunner = (ctx: BenchContext) => Promise<Row[]>;
 
+/** Proxies that speak both tunnel protocols are labelled with the protocol; the peers speak one. */
+const BOTH_PROTOCOLS = new Set(['sluice', NODE_RELAY]);
+
 /** `sluice CONNECT` / `sluice SOCKS5` for sluice (it speaks both), the bare name for peers. */
 export function targetLabel(proxy: string, protocol: 'CONNECT' | 'SOCKS5' | 'HTTP'): string {
-  return proxy === 'sluice' ? `sluice ${protocol}` : proxy;
+  return BOTH_PROTOCOLS.has(proxy) ? `${proxy} ${protocol}` : proxy;
 }

@@ -4,10 +4,13 @@
 // and skipped; it never stops the bench.
 import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { freePort, hardNofile, spawnManaged, versionOf, waitForPort, which, type Managed } from './procs.js';
 import type { ProxyUnderTest } from './targets.js';
 
 const HOST = '127.0.0.1';
+/** The bench's bare Node.js relay (the floor for a Node proxy), shown beside the peers. */
+export const NODE_RELAY = 'node-relay';
 
 export interface PeerStatus {
   readonly name: string;
@@ -123,6 +126,21 @@ socks pass { from: 0.0.0.0/0 to: 0.0.0.0/0 command: connect }
       return ['-i', HOST, '-p', String(port)];
     },
     endpoints: (port) => ({ socks5: { kind: 'socks5', host: HOST, port, user: null, pass: null } }),
+  },
+  {
+    // Not a peer: the floor a bare Node.js relay sets (see node-relay.ts). Reported beside
+    // the others and in its own ratio line, never as the "best peer" sluice must beat.
+    name: NODE_RELAY,
+    bin: 'node',
+    debianPackage: 'none (the bench script node-relay.js)',
+    versionArgs: ['--version'],
+    configure(_dir, port) {
+      return [fileURLToPath(new URL('./node-relay.js', import.meta.url)), String(port)];
+    },
+    endpoints: (port) => ({
+      connect: { kind: 'connect', host: HOST, port, auth: null },
+      socks5: { kind: 'socks5', host: HOST, port, user: null, pass: null },
+    }),
   },
 ];
 

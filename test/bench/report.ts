@@ -3,6 +3,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { median } from './stats.js';
+import { NODE_RELAY } from './peers.js';
 import type { Family, Row } from './targets.js';
 
 export interface Ratio {
@@ -69,14 +70,19 @@ const COMPARED: ReadonlyArray<{ workload: string; metric: string; higherIsBetter
   { workload: 'idle', metric: 'rss_mib', higherIsBetter: false },
 ];
 
-export function ratios(rows: readonly Row[]): Ratio[] {
+/**
+ * sluice / the best peer, per workload and protocol; or, with `against`, sluice / that one
+ * proxy (the bare Node relay, which is never counted as a peer).
+ */
+export function ratios(rows: readonly Row[], against?: string): Ratio[] {
   const out: Ratio[] = [];
+  const compared = (proxy: string | null): boolean => (against ? proxy === against : proxy !== null && proxy !== 'sluice' && proxy !== NODE_RELAY);
   for (const c of COMPARED) {
     const mine = rows.filter((r) => r.workload === c.workload && r.proxy === 'sluice');
     for (const s of mine) {
       // Idle memory compares every proxy (one protocol each); the others compare like with like.
       const peers = rows.filter(
-        (r) => r.workload === c.workload && r.proxy !== null && r.proxy !== 'sluice' && (c.workload === 'idle' || r.family === s.family) && Number.isFinite(r.metrics[c.metric]),
+        (r) => r.workload === c.workload && compared(r.proxy) && (c.workload === 'idle' || r.family === s.family) && Number.isFinite(r.metrics[c.metric]),
       );
       if (peers.length === 0 || !(s.metrics[c.metric]! > 0)) continue;
       const best = peers.reduce((a, b) => ((c.higherIsBetter ? b.metrics[c.metric]! > a.metrics[c.metric]! : b.metrics[c.metric]! < a.metrics[c.metric]!) ? b : a));
@@ -207,7 +213,14 @@ function table(header: string[], body: string[][]): string {
   return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...body.map(line)].join('\n');
 }
 
-export function renderText(rows: readonly Row[], rs: readonly Ratio[], checks: readonly TargetCheck[], heading: string[]): string {
+function ratioLines(rs: readonly Ratio[]): string[] {
+  return rs.map((r) => {
+    const fmt = r.metric === 'p99_ms' ? ms : r.metric === 'rss_mib' ? (x: number) => `${int(x)} MiB` : int;
+    return `  ${`${r.workload} ${r.family} ${r.metric}`.padEnd(26)} ${fx(r.ratio).padStart(7)}   sluice ${fmt(r.sluice)} vs ${r.bestTarget} ${fmt(r.best)}`;
+  });
+}
+
+export function renderText(rows: readonly Row[], rs: readonly Ratio[], checks: readonly TargetCheck[], heading: string[], floor: readonly Ratio[] = []): string {
   const out: string[] = [...heading, ''];
   out.push(
     table(
@@ -219,9 +232,10 @@ export function renderText(rows: readonly Row[], rs: readonly Ratio[], checks: r
   if (notes.length > 0) out.push('', 'notes:', ...notes);
   out.push('', 'sluice / best peer (same run, same protocol; > 1 is better for rates, < 1 for p99 and memory):');
   if (rs.length === 0) out.push('  (no peer measured)');
-  for (const r of rs) {
-    const fmt = r.metric === 'p99_ms' ? ms : r.metric === 'rss_mib' ? (x: number) => `${int(x)} MiB` : int;
-    out.push(`  ${`${r.workload} ${r.family} ${r.metric}`.padEnd(26)} ${fx(r.ratio).padStart(7)}   sluice ${fmt(r.sluice)} vs ${r.bestTarget} ${fmt(r.best)}`);
+  out.push(...ratioLines(rs));
+  if (floor.length > 0) {
+    out.push('', `sluice / ${NODE_RELAY} (a bare Node.js relay: no identity, policy or audit; what Node itself costs):`);
+    out.push(...ratioLines(floor));
   }
   out.push('', 'targets (issue 4):');
   for (const c of checks) out.push(`  [${c.met === null ? ' -- ' : c.met ? ' ok ' : 'MISS'}] ${c.target}: ${c.measured}`);

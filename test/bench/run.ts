@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import type { BenchContext, WorkloadRunner } from './context.js';
 import { parseOptions, USAGE, WORKLOADS, type Options, type Workload } from './options.js';
 import { startOrigin, type Origin } from './origin.js';
-import { startPeers, type PeerStatus } from './peers.js';
+import { NODE_RELAY, startPeers, type PeerStatus } from './peers.js';
 import { Pool } from './pool.js';
 import { hardNofile, installExitHooks, interrupted, type Managed } from './procs.js';
 import { checkTargets, medianRows, ratios, renderText, writeJson } from './report.js';
@@ -140,10 +140,11 @@ async function main(): Promise<number> {
       `machine: ${cpu.length} x ${cpu[0]?.model ?? 'cpu'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Linux ${release()}, Node ${process.version}, open-file limit ${hardNofile}`,
       `origin: ${origin ? `${origin.kind}, 64 B /small, ${o.bulkMiB} MiB /bulk` : 'not started'}`,
       `sluice ${revision()}: child process, ${sluice ? `${sluice.rules.toLocaleString('en-US')} global rules` : 'not started'}, identity on (session credentials), log level warn, decisions not logged`,
-      `peers: ${peerStatuses.map((s) => `${s.name} ${s.status}${s.version ? ` ${s.version}` : ''}`).join(', ') || 'none'} (peers: no auth, allow all)`,
+      `peers: ${peerStatuses.map((s) => `${s.name} ${s.status}${s.version ? ` ${s.version}` : ''}`).join(', ') || 'none'} (peers: no auth, allow all; node-relay is the bench's bare Node.js relay, not a peer)`,
       `load: ${o.workers} generator processes, ${o.connections} clients, ${o.durationSec} s per tunnel/forwarding target, idle ${idleCapacity(o.idleTunnels).toLocaleString('en-US')} tunnels; CPU columns in % of one core (machine CPU = every process on the box; ${cpus().length * 100}% = saturated)`,
     ];
-    process.stdout.write(renderText(rows, rs, checks, heading) + '\n');
+    const floor = ratios(rows, NODE_RELAY);
+    process.stdout.write(renderText(rows, rs, checks, heading, floor) + '\n');
     if (failures.length > 0) process.stdout.write(`\nfailures:\n${failures.map((f) => `  ${f}`).join('\n')}\n`);
 
     await cleanup(); // stops sluice, so a --cpu-prof profile exists before we report it
@@ -160,6 +161,7 @@ async function main(): Promise<number> {
       peers: peerStatuses,
       results: rows,
       ratios: rs,
+      node_relay_ratios: floor,
       targets: checks,
       repetitions: reps,
       failures,
