@@ -5,6 +5,7 @@ import { z } from 'zod';
 import type { AuditLog, DecisionRow } from '../audit/audit-log.js';
 import type { LearningService } from '../control/learning.js';
 import { EVENT_TYPES, eventJson, type EventBus, type EventType } from '../events/bus.js';
+import { lagJudge, lagLimits } from '../events/lag.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { nameSchema } from '../control/schemas.js';
 import { parseInput } from './input.js';
@@ -181,11 +182,12 @@ export function registerObserveRoutes(app: FastifyInstance, deps: ObserveDeps): 
     raw.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive', 'x-accel-buffering': 'no' });
     raw.write(': sluice events\n\n');
     const types = q.types ? new Set<EventType>(q.types) : undefined;
+    const keepingUp = lagJudge(lagLimits(deps.maxEventBufferBytes), Date.now);
     const unsubscribe = bus.subscribe(
       { types, container: q.container },
       (e) => {
         // A consumer that stopped reading is cut off instead of buffering without bound.
-        if (raw.writableLength > deps.maxEventBufferBytes) return false;
+        if (!keepingUp(raw.writableLength)) return false;
         raw.write(`id: ${e.id}\nevent: ${e.type}\ndata: ${JSON.stringify(eventJson(e))}\n\n`);
         return true;
       },

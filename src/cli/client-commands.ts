@@ -379,7 +379,7 @@ export function errorMessage(err: unknown): string {
 export type Handler = (positionals: string[], opts: Record<string, unknown>) => Promise<number>;
 
 /** Adapts a handler to commander's `(...args, opts, command)` calling convention. */
-export function action(ctx: CliContext, handler: Handler) {
+export function action(ctx: CliContext, handler: Handler, failureExit = EXIT_FAILURE) {
   return async (...args: unknown[]): Promise<void> => {
     const command = args[args.length - 1] as Command;
     const positionals = args.slice(0, -2).filter((a): a is string => typeof a === 'string');
@@ -388,6 +388,7 @@ export function action(ctx: CliContext, handler: Handler) {
       code = await handler(positionals, command.opts());
     } catch (err) {
       code = reportError(ctx.io, err);
+      if (code === EXIT_FAILURE) code = failureExit;
     }
     ctx.setExitCode(code);
   };
@@ -566,7 +567,7 @@ function registerCheckCommand(program: Command, ctx: CliContext): void {
       .argument('<container>', 'container name')
       .argument('<host>', 'destination host or IP')
       .argument('<port>', 'destination port')
-      .description('ask what the policy decides for a connection; exits 0 on allow, 1 on deny'),
+      .description('ask what the policy decides for a connection; exits 0 on allow, 1 on deny, 2 when there is no answer (bad input, API error, unreachable)'),
   )
     .option('--resolve', 'also resolve HOST and apply address rules, as the proxy does')
     .action(
@@ -582,6 +583,6 @@ function registerCheckCommand(program: Command, ctx: CliContext): void {
         if (result.explanation) io.out(`  ${formatCell(result.explanation)}`);
       }
       return result.decision === 'allow' ? EXIT_OK : EXIT_FAILURE;
-    }),
+    }, EXIT_USAGE),
   );
 }

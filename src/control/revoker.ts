@@ -3,7 +3,7 @@
 // and those no longer allowed are closed, with the reason recorded.
 import type { Destination } from '../policy/host.js';
 import ipaddr from 'ipaddr.js';
-import { recheck } from '../policy/resolver.js';
+import { recheck, type GuardedOutcome, type Outcome } from '../policy/resolver.js';
 import type { PolicyState } from '../policy/state.js';
 
 export interface Revocable {
@@ -18,6 +18,11 @@ export interface Revocable {
 export interface RevocableSet {
   open(): Iterable<Revocable>;
   close(id: number, reason: string): boolean;
+}
+
+function whyRevoked(c: Revocable, v: Outcome | GuardedOutcome): string {
+  if ('guarded' in v) return `${c.address} is in the ${v.guarded} range, which only a rule naming it (not a wildcard or learning mode) reaches`;
+  return v.rule ? `${v.layer} rule #${v.rule.id} (deny ${v.rule.destinationPattern})` : 'no rule allows it any more';
 }
 
 export class Revoker {
@@ -47,7 +52,7 @@ export class Revoker {
     const doomed: Array<[Revocable, string]> = [];
     for (const c of this.connections.open()) {
       const v = recheck(this.state, c.container, c.destination, ipaddr.parse(c.address), c.port, now);
-      if (v.action === 'deny') doomed.push([c, v.rule ? `${v.layer} rule #${v.rule.id} (deny ${v.rule.destinationPattern})` : 'no rule allows it any more']);
+      if (v.action === 'deny') doomed.push([c, whyRevoked(c, v)]);
     }
     for (const [c, why] of doomed) {
       if (this.connections.close(c.id, 'revoked')) {

@@ -124,7 +124,10 @@ export function guardedRange(state: PolicyState, subject: Subject, verdict: Verd
 }
 
 /** What recheck() answers for a connection the special-range guard no longer lets through. */
-const GUARDED: Outcome = Object.freeze({ action: 'deny', layer: null, rule: null });
+export interface GuardedOutcome extends Outcome {
+  /** The special range the dialled address is in. */
+  readonly guarded: string;
+}
 
 /**
  * Whether an open connection would still be admitted now: the destination as requested
@@ -132,7 +135,7 @@ const GUARDED: Outcome = Object.freeze({ action: 'deny', layer: null, rule: null
  * (a tunnel to a private address opened by an exact rule ends when only a wildcard is
  * left). Used for live revocation.
  */
-export function recheck(state: PolicyState, container: string, dest: Destination, dialled: IpAddress, port: number, now: number): Verdict | Outcome {
+export function recheck(state: PolicyState, container: string, dest: Destination, dialled: IpAddress, port: number, now: number): Verdict | Outcome | GuardedOutcome {
   const subject = subjectFor(state, container, now);
   const verdict = decide(state, subject, dest, port, now);
   if (verdict.action === 'deny') return verdict;
@@ -140,6 +143,7 @@ export function recheck(state: PolicyState, container: string, dest: Destination
     const denied = addressDenial(state, subject, dialled, port, now);
     if (denied) return denied;
   }
-  if (state.guardSpecialRanges && guardedRange(state, subject, verdict, dest, dialled, port, now) !== null) return GUARDED;
+  const guarded = state.guardSpecialRanges ? guardedRange(state, subject, verdict, dest, dialled, port, now) : null;
+  if (guarded !== null) return { action: 'deny', layer: null, rule: null, guarded };
   return verdict;
 }

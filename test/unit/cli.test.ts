@@ -269,7 +269,7 @@ test('learn on/off', async () => {
   assert.equal(off.out, 'learning off for web');
 });
 
-test('check prints the verdict and exits 0 on allow, 1 on deny', async () => {
+test('check prints the verdict and exits 0 on allow, 1 on deny, 2 when there is no answer', async () => {
   reply = () => ({ status: 200, body: { decision: 'deny', layer: 'global', rule: { id: 12, action: 'deny' }, reason: 'rule', explanation: 'global rule 12 denies' } });
   const deny = await cli(['check', 'web', 'example.com', '443']);
   assert.equal(deny.code, 1);
@@ -299,8 +299,16 @@ test('check prints the verdict and exits 0 on allow, 1 on deny', async () => {
 
   reply = () => ({ status: 200, body: { verdict: 'maybe' } });
   const odd = await cli(['check', 'web', 'x.org', '1']);
-  assert.equal(odd.code, 1);
+  assert.equal(odd.code, 2, 'a response that is not a verdict is not a deny');
   assert.match(odd.err, /unexpected response from the API/);
+
+  reply = () => ({ status: 401, body: { error: 'missing or invalid API token' } });
+  const refused = await cli(['check', 'web', 'x.org', '1']);
+  assert.equal(refused.code, 2, 'an API error is not a deny');
+  assert.match(refused.err, /401/);
+
+  const badPort = await cli(['check', 'web', 'x.org', 'http']);
+  assert.equal(badPort.code, 2);
 });
 
 // ---- tokens, URLs and failures --------------------------------------------------------

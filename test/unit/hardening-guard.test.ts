@@ -11,6 +11,7 @@ import { addressOutcome, decide, recheck, subjectFor } from '../../src/policy/re
 import { specialRange } from '../../src/policy/special-ranges.js';
 import { Gate, type Evaluation } from '../../src/proxy/gate.js';
 import { SelfGuard } from '../../src/proxy/self-guard.js';
+import { Revoker } from '../../src/control/revoker.js';
 import { allow, deny, NOW, World, type RuleSpec } from './policy/fixtures.js';
 
 // ------------------------------------------------------------------ reference
@@ -304,6 +305,12 @@ test('live revocation re-applies the guard: a tunnel opened by an exact rule end
   w.session('web', [allow('*.corp.test')], { id: 'one' });
   assert.equal(recheck(w.state, 'web', dest, dialled, 5432, NOW).action, 'deny');
   assert.equal(recheck(w.state, 'web', parseHost('10.1.2.3'), dialled, 5432, NOW).action, 'deny');
+  // The revocation says why: the range, not "no rule allows it".
+  const reasons: string[] = [];
+  const open = [{ id: 1, container: 'web', destination: dest, port: 5432, address: '10.1.2.3' }];
+  new Revoker(w.state, { open: () => open, close: () => true }, () => NOW, (_c, why) => reasons.push(why)).sweep();
+  assert.equal(reasons.length, 1);
+  assert.match(reasons[0]!, /10\.1\.2\.3 is in the private range/);
   // With the guard switched off, the wildcard keeps it open, as admission would have allowed it.
   w.state.guardSpecialRanges = false;
   assert.equal(recheck(w.state, 'web', dest, dialled, 5432, NOW).action, 'allow');
