@@ -26,6 +26,7 @@ import { SelfGuard } from './proxy/self-guard.js';
 import { Connections, type ConnectionClosed } from './proxy/connections.js';
 import { createHttpHandler } from './proxy/http-handler.js';
 import { createProxyListener } from './proxy/listener.js';
+import { createConnectHandler } from './proxy/connect-handler.js';
 import { createApiServer } from './api/server.js';
 
 export interface SluiceOptions {
@@ -109,12 +110,19 @@ export async function startSluice(config: Config, options: SluiceOptions = {}): 
   // SLUICE_API_TOKEN and SLUICE_API_TOKEN_FILE reach here as config.api_token (config/load.ts).
   let apiToken = config.api_token;
   let apiTokenFile: string | null = null;
-  if (!apiToken) {
-    const t = readOrCreateSecretFile(dataDir, 'api-token', () => randomBytes(32).toString('base64url'));
-    apiToken = t.value;
-    apiTokenFile = t.path;
+  let tokenSecret: Buffer;
+  try {
+    if (!apiToken) {
+      const t = readOrCreateSecretFile(dataDir, 'api-token', () => randomBytes(32).toString('base64url'));
+      apiToken = t.value;
+      apiTokenFile = t.path;
+    }
+    tokenSecret = Buffer.from(readOrCreateSecretFile(dataDir, 'token-secret', () => randomBytes(32).toString('hex')).value, 'hex');
+  } catch (err) {
+    // A full or read-only data dir: fail start-up without leaving the database open.
+    db.close();
+    throw err;
   }
-  const tokenSecret = Buffer.from(readOrCreateSecretFile(dataDir, 'token-secret', () => randomBytes(32).toString('hex')).value, 'hex');
 
   if (config.identity === 'username') {
     logger.warn('identity: username — proxy passwords are NOT checked; any client can claim any container name. Use only with launchers that cannot send session tokens.');
@@ -159,6 +167,7 @@ export async function startSluice(config: Config, options: SluiceOptions = {}): 
       maxRows: config.audit.max_rows,
     },
     storeError('audit write'),
+    (failed) => logger.info({ failedFlushes: failed }, 'audit writes recovered; the decisions queued meanwhile are stored'),
   );
   const bus = new EventBus(clock);
   const limiter = new Limiter(config.limits.max_limiter_keys, clock);
@@ -180,9 +189,11 @@ export async function startSluice(config: Config, options: SluiceOptions = {}): 
   const onClosed = (c: ConnectionClosed): void => {
     const a = c.info.admission;
     a.release();
-    audit.closed(a.record.id, c);
-    metrics.bytes.inc({ direction: 'up' }, c.bytesUp);
-    metrics.bytes.inc({ direction: 'down' }, c.bytesDown);
+    // Only the figures: the record queued until the next flush must not hold the admission.
+    audit.closed(a.record.id, { bytesUp: c.bytesUp, bytesDown: c.bytesDown, durationMs: c.durationMs, reason: c.reason });
+    metrics.addBytes(c.bytesUp, c.bytesDown);
+    const published = bus.wants('connection.closed');
+    if (!published && !decisionLog) return;
     const data = {
       connection_id: c.info.id,
       decision_id: a.record.id,
@@ -195,7 +206,7 @@ export async function startSluice(config: Config, options: SluiceOptions = {}): 
       duration_ms: c.durationMs,
       close_reason: c.reason,
     };
-    if (bus.wants('connection.closed')) bus.publish('connection.closed', a.container, data);
+    if (published) bus.publish('connection.closed', a.container, data);
     decisionLog?.info({ container: a.container, ...data }, 'connection closed');
   };
   connections = new Connections(clock, config.timeouts.idle_ms, onClosed);
@@ -237,9 +248,14 @@ export async function startSluice(config: Config, options: SluiceOptions = {}): 
     },
   );
   control.onChange((e) => {
-    const { container, data } = changeEvent(e);
-    bus.publish(e.type, container, data);
-    if (e.type !== 'rule.created' || e.rule.action === 'deny') revoker.schedule();
+    if (bus.wants(e.type)) {
+      const { container, data } = changeEvent(e);
+      bus.publish(e.type, container, data);
+    }
+    // Only a change that can take access away needs the open connections re-decided: a new
+    // allow rule cannot, and neither can a heartbeat (it only extends a session's life).
+    if (e.type === 'session.heartbeat' || (e.type === 'rule.created' && e.rule.action === 'allow')) return;
+    revoker.schedule();
   });
 
   const handlerOpts = {
@@ -249,9 +265,11 @@ export async function startSluice(config: Config, options: SluiceOptions = {}): 
     handshakeTimeoutMs: config.timeouts.handshake_ms,
     observeConnectSeconds: (seconds: number) => metrics.connectSeconds.observe(seconds),
   };
-  const httpHandler = createHttpHandler({ ...handlerOpts, maxHeaderBytes: config.limits.max_header_bytes });
-  const httpListener = createProxyListener(httpHandler, handlerOpts);
-  const socksListener = createProxyListener(httpHandler, handlerOpts);
+  const connect = createConnectHandler(handlerOpts);
+  const listenerOpts = { ...handlerOpts, connect, maxHeaderBytes: config.limits.max_header_bytes };
+  const httpHandler = createHttpHandler(listenerOpts);
+  const httpListener = createProxyListener(httpHandler, listenerOpts);
+  const socksListener = createProxyListener(httpHandler, listenerOpts);
 
   webhook?.start(bus);
 

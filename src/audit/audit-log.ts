@@ -1,5 +1,6 @@
 // The decision audit trail. The hot path only appends to in-memory queues; a timer writes
 // them to SQLite in one transaction per batch, so a connection never waits on disk.
+import type { Statement } from 'better-sqlite3';
 import type { Db } from '../store/database.js';
 import type { DecisionRecord } from '../proxy/gate.js';
 
@@ -83,6 +84,45 @@ type Op =
   | { kind: 'failed'; id: number; error: string }
   | { kind: 'closed'; id: number; s: ClosedStats };
 
+/** A decision row waiting for the end of its batch, with whatever outcome arrived meanwhile. */
+interface PendingRow {
+  d: AuditDecision;
+  error: string | null;
+  closed: ClosedStats | null;
+}
+
+interface OpStatements {
+  readonly insert: Statement;
+  readonly failed: Statement;
+  readonly closed: Statement;
+}
+
+/** Writes one batch, folding each outcome into its decision's INSERT when both are in it. */
+function writeOps(ops: readonly Op[], q: OpStatements): void {
+  const pending = new Map<number, PendingRow>();
+  for (const op of ops) {
+    if (op.kind === 'decision') {
+      pending.set(op.d.id, { d: op.d, error: null, closed: null });
+      continue;
+    }
+    const row = pending.get(op.id);
+    if (op.kind === 'failed') {
+      if (row) row.error = op.error;
+      else q.failed.run(op.error, op.id);
+    } else if (row) {
+      row.closed = op.s;
+    } else {
+      q.closed.run(op.s.bytesUp, op.s.bytesDown, op.s.durationMs, op.s.reason, op.id);
+    }
+  }
+  for (const { d, error, closed } of pending.values()) {
+    q.insert.run(
+      d.id, d.time, d.container, d.sessionId, d.protocol, d.clientAddress, d.destination, d.port, d.address, d.decision, d.reason, d.layer, d.ruleId,
+      error, closed?.bytesUp ?? null, closed?.bytesDown ?? null, closed?.durationMs ?? null, closed?.reason ?? null,
+    );
+  }
+}
+
 interface LearnedAcc {
   hit: LearnedHit;
   first: number;
@@ -100,19 +140,26 @@ export class AuditLog {
   dropped = 0;
   failedFlushes = 0;
   healthy = true;
+  private failedStreak = 0;
   private readonly q;
 
   constructor(
     private readonly db: Db,
     private readonly opts: AuditOptions,
+    /** Told once when writes start failing (not on every retry while they keep failing). */
     private readonly onError: (err: unknown) => void,
+    /** Told when writes succeed again, with how many flushes failed meanwhile. */
+    private readonly onRecovered: (failedFlushes: number) => void = () => undefined,
   ) {
     const max = db.prepare<[], { id: number | null }>('SELECT max(id) AS id FROM decisions').get();
     this.nextDecisionId = (max?.id ?? 0) + 1;
     this.q = {
+      // Positional, with the outcome columns: a short connection's close usually arrives in
+      // the same batch as its decision, and then one INSERT carries both (no UPDATE).
       insert: db.prepare(
-        `INSERT INTO decisions (id, time, container, session_id, protocol, client_address, destination, port, address, decision, reason, layer, rule_id)
-         VALUES (@id, @time, @container, @sessionId, @protocol, @clientAddress, @destination, @port, @address, @decision, @reason, @layer, @ruleId)`,
+        `INSERT INTO decisions (id, time, container, session_id, protocol, client_address, destination, port, address, decision, reason, layer, rule_id,
+                                error, bytes_up, bytes_down, duration_ms, close_reason)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       ),
       failed: db.prepare('UPDATE decisions SET error = ? WHERE id = ?'),
       closed: db.prepare('UPDATE decisions SET bytes_up = ?, bytes_down = ?, duration_ms = ?, close_reason = ? WHERE id = ?'),
@@ -202,11 +249,7 @@ export class AuditLog {
     const learned = this.learned;
     try {
       this.db.transaction(() => {
-        for (const op of ops) {
-          if (op.kind === 'decision') this.q.insert.run(op.d);
-          else if (op.kind === 'failed') this.q.failed.run(op.error, op.id);
-          else this.q.closed.run(op.s.bytesUp, op.s.bytesDown, op.s.durationMs, op.s.reason, op.id);
-        }
+        writeOps(ops, this.q);
         for (const [ruleId, u] of usage) this.q.usage.run(ruleId, u.hits, u.last);
         for (const acc of learned.values()) {
           const h = acc.hit;
@@ -226,13 +269,17 @@ export class AuditLog {
       this.queue = [];
       this.usage = new Map();
       this.learned = new Map();
+      if (!this.healthy) this.onRecovered(this.failedStreak);
       this.healthy = true;
+      this.failedStreak = 0;
     } catch (err) {
       // Keep the batch (bounded by maxQueue) and try again on the next tick: the proxy
-      // keeps deciding from memory while the disk is unwritable.
+      // keeps deciding from memory while the disk is unwritable. A full disk fails every
+      // tick; one report per outage is enough.
       this.failedFlushes++;
+      this.failedStreak++;
+      if (this.healthy) this.onError(err);
       this.healthy = false;
-      this.onError(err);
     }
   }
 

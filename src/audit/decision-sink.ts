@@ -45,7 +45,7 @@ export function createDecisionSink({ audit, metrics, bus, log }: DecisionSinkDep
         wouldBeRuleId: would ? (would.rule?.id ?? null) : r.ruleId,
       });
     }
-    metrics.decisions.inc({ decision: r.decision, layer: r.layer ?? 'none', reason: r.reason });
+    metrics.countDecision(r.decision, r.layer ?? 'none', r.reason);
     if (bus.wants('decision')) bus.publish('decision', r.container, decisionEvent(r));
     log?.info(
       {

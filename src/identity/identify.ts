@@ -23,13 +23,31 @@ export function identify(state: PolicyState, mode: IdentityMode, creds: Credenti
   if (creds) {
     if (!isValidName(creds.username)) return INVALID;
     if (mode === 'username') return { ok: true, container: creds.username, via: 'username' };
-    const session = state.sessionByTokenHash(hashToken(creds.password), now);
+    const session = state.sessionByTokenHash(tokenHashOf(creds.password), now);
     if (session && session.record.container === creds.username) return { ok: true, container: creds.username, via: 'token' };
     return INVALID;
   }
   const bySource = state.sessionBySourceIp(remoteIp, now);
   if (bySource) return { ok: true, container: bySource.record.container, via: 'source_ip' };
   return MISSING;
+}
+
+// SHA-256 of the same token on every connection a sandbox opens was a visible share of a
+// tunnel's CPU. Bounded (and only for token-sized inputs) so junk credentials cannot grow it;
+// it holds hashes of tokens the process has seen anyway.
+const TOKEN_HASH_CACHE_SIZE = 4096;
+const MAX_CACHED_TOKEN_LENGTH = 256;
+const tokenHashes = new Map<string, string>();
+
+function tokenHashOf(token: string): string {
+  let hash = tokenHashes.get(token);
+  if (hash !== undefined) return hash;
+  hash = hashToken(token);
+  if (token.length <= MAX_CACHED_TOKEN_LENGTH) {
+    if (tokenHashes.size >= TOKEN_HASH_CACHE_SIZE) tokenHashes.clear();
+    tokenHashes.set(token, hash);
+  }
+  return hash;
 }
 
 /**

@@ -16,8 +16,12 @@ export interface MetricSources {
 
 export class Metrics {
   readonly registry = new Registry();
-  readonly decisions: Counter<'decision' | 'layer' | 'reason'>;
-  readonly bytes: Counter<'direction'>;
+  private readonly decisions: Counter<'decision' | 'layer' | 'reason'>;
+  private readonly bytes: Counter<'direction'>;
+  // Counted per connection on the hot path as plain numbers, and folded into the
+  // prom-client counters only when scraped: a labelled inc() hashes its labels every call.
+  private readonly pendingDecisions = new Map<string, number>();
+  private readonly pendingBytes = { up: 0, down: 0 };
   readonly connectSeconds: Histogram;
   readonly decisionSeconds: Histogram;
   readonly revoked: Counter;
@@ -26,13 +30,33 @@ export class Metrics {
     const r = this.registry;
     // Node's own names already start with process_ or nodejs_ (sluice_process_cpu_seconds_total...).
     collectDefaultMetrics({ register: r, prefix: 'sluice_' });
+    const pendingDecisions = this.pendingDecisions;
     this.decisions = new Counter({
       name: 'sluice_decisions_total',
       help: 'Connection attempts decided, by decision, deciding layer and reason',
       labelNames: ['decision', 'layer', 'reason'],
       registers: [r],
+      collect() {
+        for (const [key, n] of pendingDecisions) {
+          const [decision, layer, reason] = key.split('\u0000') as [string, string, string];
+          this.inc({ decision, layer, reason }, n);
+        }
+        pendingDecisions.clear();
+      },
     });
-    this.bytes = new Counter({ name: 'sluice_bytes_relayed_total', help: 'Bytes relayed through tunnels', labelNames: ['direction'], registers: [r] });
+    const pendingBytes = this.pendingBytes;
+    this.bytes = new Counter({
+      name: 'sluice_bytes_relayed_total',
+      help: 'Bytes relayed through tunnels',
+      labelNames: ['direction'],
+      registers: [r],
+      collect() {
+        this.inc({ direction: 'up' }, pendingBytes.up);
+        this.inc({ direction: 'down' }, pendingBytes.down);
+        pendingBytes.up = 0;
+        pendingBytes.down = 0;
+      },
+    });
     this.connectSeconds = new Histogram({
       name: 'sluice_upstream_connect_seconds',
       help: 'Time to connect to the upstream after the decision',
@@ -73,5 +97,15 @@ export class Metrics {
         for (const [layer, n] of Object.entries(sources.rulesByLayer())) this.set({ layer }, n);
       },
     });
+  }
+
+  countDecision(decision: string, layer: string, reason: string): void {
+    const key = `${decision}\u0000${layer}\u0000${reason}`;
+    this.pendingDecisions.set(key, (this.pendingDecisions.get(key) ?? 0) + 1);
+  }
+
+  addBytes(up: number, down: number): void {
+    this.pendingBytes.up += up;
+    this.pendingBytes.down += down;
   }
 }

@@ -24,20 +24,35 @@ export interface ConnectionClosed {
   readonly reason: string;
 }
 
-/** The size of a request head as it is forwarded: request line, headers, blank line. */
-function requestHeadBytes(req: http.IncomingMessage): number {
-  let n = Buffer.byteLength(`${req.method ?? 'GET'} ${req.url ?? '/'} HTTP/${req.httpVersion}\r\n\r\n`);
-  for (const [name, value] of Object.entries(req.headers)) {
-    for (const v of Array.isArray(value) ? value : [value]) if (v !== undefined) n += Buffer.byteLength(`${name}: ${v}\r\n`);
+/**
+ * The size of a request head as it is forwarded: request line, headers, blank line. Node
+ * reads and writes heads as latin1, one byte per character, so string lengths are bytes.
+ */
+export function requestHeadBytes(req: http.IncomingMessage): number {
+  // `METHOD URL HTTP/x.y\r\n` and the closing `\r\n`.
+  let n = (req.method ?? 'GET').length + (req.url ?? '/').length + req.httpVersion.length + 11;
+  const headers = req.headers;
+  for (const name in headers) {
+    const value = headers[name];
+    if (value === undefined) continue;
+    // `name: value\r\n` per line; a repeated field is one line per value.
+    if (typeof value === 'string') n += name.length + value.length + 4;
+    else for (const v of value) n += name.length + v.length + 4;
   }
   return n;
 }
+
+/** What Node's client adds to every request it sends over the (keep-alive) upstream pool. */
+const FORWARDED_CONNECTION_FIELD = 'Connection: keep-alive\r\n';
 
 interface Entry {
   readonly info: ConnectionInfo;
   close(reason: string): void;
   bytes(): { up: number; down: number };
 }
+
+/** How long one side of a tunnel may take to finish after the other has closed. */
+const LINGER_MS = 10_000;
 
 export class Connections {
   private readonly open = new Map<number, Entry>();
@@ -68,8 +83,9 @@ export class Connections {
   }
 
   /**
-   * Relays bytes both ways until either side closes. Half-close is propagated (pipe ends
-   * the other side's writable), so request/response protocols over a tunnel work.
+   * Relays bytes both ways until both sides are done. A half-close is passed on (each FIN
+   * ends the other side's writable) and the other direction keeps flowing, so a client may
+   * keep sending after the origin finished, and the other way round.
    */
   relay(client: net.Socket, upstream: net.Socket, protocol: Protocol, admission: Admission, address: string, downstream?: Downstream): ConnectionInfo {
     const info = this.register(client, upstream, protocol, admission, address);
@@ -87,7 +103,9 @@ export class Connections {
   register(client: net.Socket, upstream: net.Socket, protocol: Protocol, admission: Admission, address: string): ConnectionInfo {
     const info: ConnectionInfo = { id: this.nextId++, kind: 'tunnel', protocol, admission, address, since: this.clock() };
     const bytes = () => ({ up: upstream.bytesWritten, down: upstream.bytesRead });
+    let linger: NodeJS.Timeout | null = null;
     const close = this.add(info, bytes, () => {
+      if (linger) clearTimeout(linger);
       client.destroy();
       upstream.destroy();
     });
@@ -95,8 +113,19 @@ export class Connections {
     upstream.setNoDelay(true);
     client.on('error', () => close('client_error'));
     upstream.on('error', () => close('upstream_error'));
-    client.on('close', () => close('client_closed'));
-    upstream.on('close', () => close('upstream_closed'));
+    // On a clean end the reason names the side that finished first (sent the first FIN).
+    let firstEnd: string | null = null;
+    client.once('end', () => void (firstEnd ??= 'client_closed'));
+    upstream.once('end', () => void (firstEnd ??= 'upstream_closed'));
+    const sideClosed = (other: net.Socket, reason: string) => (): void => {
+      if (other.destroyed) return close(firstEnd ?? reason);
+      // The other side may still be writing out what this one sent before finishing;
+      // destroying it now would drop those bytes. It ends on its own, within a bound.
+      other.end();
+      linger ??= setTimeout(() => close(firstEnd ?? reason), LINGER_MS);
+    };
+    client.on('close', sideClosed(upstream, 'client_closed'));
+    upstream.on('close', sideClosed(client, 'upstream_closed'));
     // A side that went away while the connection was being decided and dialled will never
     // emit 'close' again: without this the entry (and its limiter slot) would stay forever.
     if (client.destroyed) close('client_closed');
@@ -114,14 +143,24 @@ export class Connections {
    */
   trackForward(req: http.IncomingMessage, res: http.ServerResponse, admission: Admission, address: string): ConnectionInfo {
     const info: ConnectionInfo = { id: this.nextId++, kind: 'forward', protocol: 'http', admission, address, since: this.clock() };
-    const socket = req.socket;
-    const readAtStart = socket.bytesRead;
-    const writtenAtStart = socket.bytesWritten;
+    const readAtStart = req.socket.bytesRead;
+    const writtenAtStart = req.socket.bytesWritten;
     // The head was read before tracking began; count it as forwarded, so a GET is not "0 bytes up".
-    const head = requestHeadBytes(req);
-    const bytes = () => ({ up: head + socket.bytesRead - readAtStart, down: socket.bytesWritten - writtenAtStart });
-    const close = this.add(info, bytes, () => res.destroy());
-    res.once('close', () => close(res.writableFinished ? 'completed' : 'client_closed'));
+    // Its Connection field is gone (hop-by-hop); the keep-alive pool's client writes its own.
+    const head = requestHeadBytes(req) + FORWARDED_CONNECTION_FIELD.length;
+    // The entry reaches the response (and through it the whole request: parsers, streams,
+    // the upstream request) only through `live`, emptied when the response closes, and no
+    // closure here captures `res` or `req` itself (closures of one call share what they
+    // capture). Measured under keep-alive load: while entries in the registry's Map could
+    // reach their requests, every scavenge copied and promoted ~2 MB of finished requests
+    // (3-15 ms pauses, old-space garbage); without that path, ~0.5 MB and ~2 ms.
+    let live: { res: http.ServerResponse; socket: net.Socket } | null = { res, socket: req.socket };
+    const bytes = () => (live ? { up: head + live.socket.bytesRead - readAtStart, down: live.socket.bytesWritten - writtenAtStart } : { up: head, down: 0 });
+    const close = this.add(info, bytes, () => live?.res.destroy());
+    res.on('close', function (this: http.ServerResponse) {
+      close(this.writableFinished ? 'completed' : 'client_closed');
+      live = null;
+    });
     return info;
   }
 

@@ -33,7 +33,10 @@ function target(ip: IpAddress, port: number): string {
 function connectOnce(ip: IpAddress, port: number, timeoutMs: number, isCancelled: () => boolean, tunnel: boolean): Promise<DialResult> {
   return new Promise((resolve) => {
     const downstream = tunnel ? new Downstream() : undefined;
-    const socket = net.connect(downstream ? { host: ip.toString(), port, noDelay: true, onread: downstream.onread } : { host: ip.toString(), port, noDelay: true });
+    const host = ip.toString();
+    // A tunnel's upstream stays writable after the origin's FIN (a half-close), so what the
+    // client still sends reaches the origin.
+    const socket = net.connect(downstream ? { host, port, noDelay: true, allowHalfOpen: true, onread: downstream.onread } : { host, port, noDelay: true });
     downstream?.bind(socket);
     const timer = setTimeout(() => {
       socket.destroy();
@@ -47,7 +50,7 @@ function connectOnce(ip: IpAddress, port: number, timeoutMs: number, isCancelled
         resolve({ ok: false, failure: { kind: 'connect_error', detail: 'client went away' } });
         return;
       }
-      resolve(downstream ? { ok: true, socket, address: ip.toString(), downstream } : { ok: true, socket, address: ip.toString() });
+      resolve(downstream ? { ok: true, socket, address: host, downstream } : { ok: true, socket, address: host });
     });
     socket.once('error', (err) => {
       clearTimeout(timer);

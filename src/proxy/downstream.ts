@@ -3,12 +3,19 @@
 // collections over the whole heap (the bench profile showed GC as the largest cost after
 // syscalls). Here one buffer per tunnel is reused while writes complete synchronously, and
 // replaced only when a write is still queued (it still references the bytes).
+//
+// The buffers themselves are recycled: a tunnel that sends a 64-byte answer and closes
+// would otherwise allocate (and leave to the collector) 64 KiB of external memory. It cannot
+// be one buffer shared by all tunnels: each socket reads into the buffer it was last given.
 import type net from 'node:net';
 
 const READ_SIZE = 64 * 1024;
+/** At most this many spare buffers (4 MiB) wait for the next tunnel. */
+const SPARE_LIMIT = 64;
+const spares: Buffer[] = [];
 
 export class Downstream {
-  private buf = Buffer.allocUnsafe(READ_SIZE);
+  private buf = spares.pop() ?? Buffer.allocUnsafe(READ_SIZE);
   private target: net.Socket | null = null;
   /** Bytes that arrived before the client was attached (e.g. a server banner). */
   private early: Buffer[] = [];
@@ -26,6 +33,11 @@ export class Downstream {
     upstream.once('end', () => {
       this.ended = true;
       this.target?.end();
+    });
+    // Once closed the socket reads no more, and no queued write refers to the current
+    // buffer (onData replaces it whenever a write is left queued): it is free to reuse.
+    upstream.once('close', () => {
+      if (spares.length < SPARE_LIMIT) spares.push(this.buf);
     });
   }
 

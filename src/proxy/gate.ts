@@ -67,7 +67,8 @@ export type Evaluation =
  * A destination as the audit trail stores it: canonical when it parses (so `[::1]`,
  * `EXAMPLE.test.` and `example.test` are one destination to query by), else as sent.
  */
-function auditHost(raw: string): string {
+function auditHost(raw: string | Destination): string {
+  if (typeof raw !== 'string') return raw.host;
   try {
     return parseHost(raw).host;
   } catch {
@@ -117,7 +118,7 @@ export class Gate {
   }
 
   /** Records and returns the failure for a connection whose identity was not established. */
-  refuseIdentity(identity: Identity & { ok: false }, protocol: Protocol, clientAddress: string, host: string, port: number): Failure {
+  refuseIdentity(identity: Identity & { ok: false }, protocol: Protocol, clientAddress: string, host: string | Destination, port: number): Failure {
     this.opts.onDecision(this.record(protocol, clientAddress, null, null, auditHost(host), port, null, 'deny', 'identity_required', null));
     return identityFailure(identity.reason === 'missing' ? 'identity_required' : 'identity_invalid');
   }
@@ -131,15 +132,19 @@ export class Gate {
   /**
    * Decides a destination the way the proxy does before dialling: policy on the name as
    * requested, then (for hostnames) resolution and address checks. Records nothing, so
-   * the control API's check endpoint can call it too.
+   * the control API's check endpoint can call it too. `host` is as sent, or already parsed.
    */
-  async evaluate(container: string, rawHost: string, port: number, resolve = true, given?: Subject): Promise<Evaluation> {
+  async evaluate(container: string, host: string | Destination, port: number, resolve = true, given?: Subject): Promise<Evaluation> {
     let destination: Destination;
-    try {
-      destination = parseHost(rawHost);
-    } catch (err) {
-      if (!(err instanceof HostError)) throw err;
-      return { kind: 'bad_request', detail: `invalid destination host: ${err.message}` };
+    if (typeof host !== 'string') {
+      destination = host;
+    } else {
+      try {
+        destination = parseHost(host);
+      } catch (err) {
+        if (!(err instanceof HostError)) throw err;
+        return { kind: 'bad_request', detail: `invalid destination host: ${err.message}` };
+      }
     }
     const now = this.opts.clock();
     const subject = given ?? subjectFor(this.state, container, now);
@@ -208,7 +213,7 @@ export class Gate {
     return { kind: 'allowed', destination, subject, verdict, addresses };
   }
 
-  async admit(container: string, protocol: Protocol, clientAddress: string, rawHost: string, port: number): Promise<AdmitResult> {
+  async admit(container: string, protocol: Protocol, clientAddress: string, rawHost: string | Destination, port: number): Promise<AdmitResult> {
     const started = performance.now();
     this.busy++;
     let result: AdmitResult | undefined;
@@ -256,7 +261,7 @@ export class Gate {
     if (--this.busy === 0) for (const wake of this.settledWaiters.splice(0)) wake();
   }
 
-  private async decideAdmission(container: string, protocol: Protocol, clientAddress: string, rawHost: string, port: number): Promise<AdmitResult> {
+  private async decideAdmission(container: string, protocol: Protocol, clientAddress: string, rawHost: string | Destination, port: number): Promise<AdmitResult> {
     const now = this.opts.clock();
     const subject = subjectFor(this.state, container, now);
     const sessionId = subject.session?.record.id ?? null;
@@ -277,7 +282,7 @@ export class Gate {
     if (e.kind !== 'allowed') slot.release();
     switch (e.kind) {
       case 'bad_request':
-        return { ok: false, failure: { kind: 'bad_request', detail: e.detail }, record: note('deny', 'bad_request', null, null, rawHost, null) };
+        return { ok: false, failure: { kind: 'bad_request', detail: e.detail }, record: note('deny', 'bad_request', null, null, auditHost(rawHost), null) };
       case 'denied':
         return { ok: false, failure: e.failure, record: note('deny', e.reason, e.outcome, e.address, e.destination.host, e.verdict) };
       case 'unresolved': {

@@ -3,14 +3,17 @@
 import http from 'node:http';
 import type net from 'node:net';
 import httpProxy from 'http-proxy';
-import { HostError, parseAuthority, parsePort } from '../policy/host.js';
-import { parseBasicAuth } from '../identity/identify.js';
-import { classify, dial } from './dial.js';
+import { parsePort } from '../policy/host.js';
+import { classify } from './dial.js';
 import type { Admission, Gate, Protocol } from './gate.js';
-import { proxyStatusHeader, renderingOf, type Failure } from './outcomes.js';
+import { renderingOf, type Failure } from './outcomes.js';
+import { drainUntilClosed, failureBody, failureHeaders, rawRefusal, rawResponse } from './raw-response.js';
 import type { Connections } from './connections.js';
 import { UpstreamAgent, poolHost } from './upstream-agent.js';
-import { clientAddress } from './client-address.js';
+import { forwardConn } from './forward-conn.js';
+import { endToEndHeaders } from './forward-headers.js';
+import { relayResponse } from './forward-response.js';
+import type { ConnectHandler } from './connect-handler.js';
 
 export interface HttpHandlerOptions {
   readonly gate: Gate;
@@ -20,74 +23,17 @@ export interface HttpHandlerOptions {
   readonly maxHeaderBytes: number;
   /** Upstream connect latency, for the metrics histogram. */
   readonly observeConnectSeconds?: (seconds: number) => void;
+  readonly connect: ConnectHandler;
 }
 
-// Hop-by-hop headers (RFC 9110 7.6.1) plus the proxy's own credentials: none of them may
-// reach the origin. Transfer-Encoding is left to Node, which re-frames the body itself.
-const HOP_BY_HOP = ['connection', 'keep-alive', 'proxy-authorization', 'proxy-authenticate', 'proxy-connection', 'te', 'trailer', 'upgrade'];
-
-function stripHopByHop(headers: http.IncomingHttpHeaders, keepUpgrade: boolean): void {
-  const named = headers.connection;
-  if (typeof named === 'string') {
-    for (const h of named.split(',')) {
-      const name = h.trim().toLowerCase();
-      if (name && !(keepUpgrade && name === 'upgrade')) delete headers[name];
-    }
-  }
-  for (const h of HOP_BY_HOP) if (!(keepUpgrade && (h === 'upgrade' || h === 'connection'))) delete headers[h];
-}
-
-const STATUS_TEXT: Record<number, string> = { 400: 'Bad Request', 403: 'Forbidden', 407: 'Proxy Authentication Required', 408: 'Request Timeout', 429: 'Too Many Requests', 431: 'Request Header Fields Too Large', 502: 'Bad Gateway', 504: 'Gateway Timeout' };
-
-/** A complete response written straight to a raw socket (CONNECT, upgrades, parse errors). */
-function rawResponse(socket: net.Socket, status: number, body: string, headers: Record<string, string> = {}, lingerMs = 10_000): void {
-  if (socket.destroyed || !socket.writable) return;
-  const payload = Buffer.from(body, 'utf8');
-  let head = `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Error'}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${payload.length}\r\nConnection: close\r\n`;
-  for (const [k, v] of Object.entries(headers)) head += `${k}: ${v}\r\n`;
-  socket.end(Buffer.concat([Buffer.from(head + '\r\n', 'latin1'), payload]));
-  drainUntilClosed(socket, lingerMs);
-}
-
-/**
- * After the last response on a raw (CONNECT or upgrade) socket: read and discard whatever
- * the client still sends. Such a socket is paused, and bytes it holds unread (a TLS hello
- * pipelined after a refused CONNECT, say) would keep the client's FIN from ever being seen:
- * the socket would stay open forever and hold up shutdown. A client that does not close
- * within `lingerMs` is cut.
- */
-function drainUntilClosed(socket: net.Socket, lingerMs: number): void {
-  socket.resume();
-  socket.setTimeout(lingerMs > 0 ? lingerMs : 10_000, () => socket.destroy());
-}
-
-function failureHeaders(f: Failure): Record<string, string> {
-  const headers: Record<string, string> = { 'Proxy-Status': proxyStatusHeader(f.kind, f.detail) };
-  if (f.kind === 'identity_required' || f.kind === 'identity_invalid') headers['Proxy-Authenticate'] = 'Basic realm="sluice"';
-  if (f.retryAfterSeconds !== undefined) headers['Retry-After'] = String(f.retryAfterSeconds);
-  return headers;
-}
-
-function failureBody(f: Failure): string {
-  return f.body ?? `sluice: ${f.detail}\n`;
-}
 
 export function createHttpHandler(opts: HttpHandlerOptions): http.Server {
   const { gate, connections } = opts;
   const agent = new UpstreamAgent(opts.connectTimeoutMs, opts.observeConnectSeconds);
-  const proxy = httpProxy.createProxyServer({ agent, xfwd: false, ws: true, changeOrigin: false });
-  // Responses get the same treatment as requests (RFC 9110 7.6.1): an origin's Connection
-  // options, and the fields they name, describe the upstream hop only. http-proxy then sets
-  // the client hop's own Connection header.
-  proxy.on('proxyRes', (proxyRes: http.IncomingMessage, _req: http.IncomingMessage, res: http.ServerResponse) => {
-    stripHopByHop(proxyRes.headers, false);
-    // An origin that closes or resets half-way through its response: http-proxy would leave
-    // the client waiting forever for the rest. Cut the client connection instead, which is
-    // how a truncated response must be passed on (RFC 9112 9.6), and frees its slot.
-    proxyRes.once('close', () => {
-      if (!proxyRes.complete) res.destroy();
-    });
-  });
+  // http-proxy forwards the request; the response is relayed by relayResponse (hop-by-hop
+  // fields dropped, truncation passed on as a cut connection), not by http-proxy's own passes.
+  const proxy = httpProxy.createProxyServer({ agent, xfwd: false, ws: true, changeOrigin: false, selfHandleResponse: true });
+  proxy.on('proxyRes', relayResponse);
   // Without a listener http-proxy rethrows; every error is handled per request below.
   proxy.on('error', () => undefined);
   // An upgraded WebSocket leaves the HTTP server's hands; registered as a tunnel it is
@@ -128,13 +74,16 @@ export function createHttpHandler(opts: HttpHandlerOptions): http.Server {
     port: number,
     refuse: (f: Failure) => void,
   ): Promise<Admission | null> {
-    const from = clientAddress(req.socket);
-    const identity = gate.identify(parseBasicAuth(req.headers['proxy-authorization']), from);
+    // Parsing is remembered per connection; identity and policy are decided afresh.
+    const conn = forwardConn(req.socket);
+    const from = conn.from;
+    const identity = gate.identify(conn.credentials(req.headers['proxy-authorization']), from);
+    const destination = conn.destination(host);
     if (!identity.ok) {
-      refuse(gate.refuseIdentity(identity, protocol, from, host, port));
+      refuse(gate.refuseIdentity(identity, protocol, from, destination, port));
       return null;
     }
-    const result = await gate.admit(identity.container, protocol, from, host, port);
+    const result = await gate.admit(identity.container, protocol, from, destination, port);
     if (!result.ok) {
       refuse(result.failure);
       return null;
@@ -142,69 +91,44 @@ export function createHttpHandler(opts: HttpHandlerOptions): http.Server {
     return result.admission;
   }
 
+  // CONNECTs the listener's fast path did not take (split or unusual heads) arrive here.
   server.on('connect', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => {
     socket.on('error', () => socket.destroy());
-    void (async () => {
-      let target;
-      try {
-        target = parseAuthority(req.url ?? '');
-      } catch (err) {
-        if (!(err instanceof HostError)) throw err;
-        const f: Failure = { kind: 'bad_request', detail: `CONNECT target must be host:port or [ipv6]:port (${err.message})` };
-        rawResponse(socket, 400, failureBody(f), failureHeaders(f), opts.handshakeTimeoutMs);
-        return;
-      }
-      // Admit by the raw host so the audit shows what the client asked for.
-      const rawHost = (req.url ?? '').slice(0, (req.url ?? '').lastIndexOf(':'));
-      const refuse = (f: Failure): void => rawResponse(socket, renderingOf(f.kind).status, failureBody(f), failureHeaders(f), opts.handshakeTimeoutMs);
-      socket.pause();
-      const admission = await admitRequest(req, 'connect', rawHost, target.port, refuse);
-      if (!admission) return;
-      let gone = false;
-      socket.once('close', () => (gone = true));
-      const dialled = await dial(admission.addresses, admission.port, opts.connectTimeoutMs, () => gone, { observeSeconds: opts.observeConnectSeconds, tunnel: true });
-      if (!dialled.ok) {
-        gate.upstreamFailed(admission, dialled.failure);
-        refuse(dialled.failure);
-        return;
-      }
-      if (gone) {
-        admission.release();
-        dialled.socket.destroy();
-        return;
-      }
-      socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
-      if (head.length > 0) dialled.socket.write(head);
-      connections.relay(socket, dialled.socket, 'connect', admission, dialled.address, dialled.downstream);
-    })().catch(() => socket.destroy());
+    opts.connect(socket, req.url ?? '', req.headers['proxy-authorization'], head);
   });
 
+  async function forward(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const url = absoluteTarget(req);
+    if ('error' in url) {
+      respond(res, { kind: 'bad_request', detail: url.error });
+      return;
+    }
+    const admission = await admitRequest(req, 'http', url.host, url.port, (f) => respond(res, f));
+    if (!admission) return;
+    // Hop-by-hop fields, the proxy credentials among them, never reach the origin.
+    req.headers = endToEndHeaders(req.headers, false);
+    // RFC 9112 3.2.2: with an absolute-form target the Host header must be the URL's authority.
+    req.headers.host = url.authority;
+    req.url = url.path;
+    const conn = forwardConn(req.socket);
+    const address = conn.poolHost(admission.addresses);
+    connections.trackForward(req, res, admission, conn.ipText(admission.addresses[0]!));
+    proxy.web(req, res, { target: { host: address, hostname: address, port: admission.port, protocol: 'http:' } as never }, (err) => {
+      const f = upstreamFailure(err as NodeJS.ErrnoException, url.authority);
+      gate.upstreamFailed(admission, f);
+      respond(res, f);
+    });
+  }
+
   server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
-    void (async () => {
-      // A pipelined request is answered only after the ones before it; until then its
-      // response has no socket, and if the client leaves first it never emits 'close'. So
-      // decide and forward it only when its turn comes (or never, if the client is gone):
-      // otherwise it would stay in the connection registry, holding its limiter slot, forever.
-      if (!(await responseTurn(req, res))) return;
-      const url = absoluteTarget(req);
-      if ('error' in url) {
-        respond(res, { kind: 'bad_request', detail: url.error });
-        return;
-      }
-      const admission = await admitRequest(req, 'http', url.host, url.port, (f) => respond(res, f));
-      if (!admission) return;
-      stripHopByHop(req.headers, false);
-      // RFC 9112 3.2.2: with an absolute-form target the Host header must be the URL's authority.
-      req.headers.host = url.authority;
-      req.url = url.path;
-      const address = poolHost(admission.addresses);
-      connections.trackForward(req, res, admission, admission.addresses[0]!.toString());
-      proxy.web(req, res, { target: { host: address, hostname: address, port: admission.port, protocol: 'http:' } as never }, (err) => {
-        const f = upstreamFailure(err as NodeJS.ErrnoException, url.authority);
-        gate.upstreamFailed(admission, f);
-        respond(res, f);
-      });
-    })().catch(() => res.destroy());
+    const failed = (): void => void res.destroy();
+    // A pipelined request is answered only after the ones before it; until then its
+    // response has no socket, and if the client leaves first it never emits 'close'. So
+    // decide and forward it only when its turn comes (or never, if the client is gone):
+    // otherwise it would stay in the connection registry, holding its limiter slot, forever.
+    // The usual case, a request with nothing ahead of it, goes straight on.
+    if (res.socket) forward(req, res).catch(failed);
+    else responseTurn(req, res).then((turn) => (turn ? forward(req, res) : undefined)).catch(failed);
   });
 
   server.on('upgrade', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => {
@@ -218,7 +142,7 @@ export function createHttpHandler(opts: HttpHandlerOptions): http.Server {
       }
       const admission = await admitRequest(req, 'http', url.host, url.port, refuse);
       if (!admission) return;
-      stripHopByHop(req.headers, true);
+      req.headers = endToEndHeaders(req.headers, true);
       req.headers.host = url.authority;
       req.url = url.path;
       const address = poolHost(admission.addresses);

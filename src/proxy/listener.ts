@@ -3,12 +3,19 @@
 import net from 'node:net';
 import type http from 'node:http';
 import { handleSocks, type SocksHandlerOptions } from './socks-handler.js';
+import type { ConnectHandler } from './connect-handler.js';
+import { parseConnectHead } from './connect-head.js';
 
-export function createProxyListener(httpServer: http.Server, socks: SocksHandlerOptions): net.Server {
+export interface ListenerOptions extends SocksHandlerOptions {
+  readonly connect: ConnectHandler;
+  readonly maxHeaderBytes: number;
+}
+
+export function createProxyListener(httpServer: http.Server, opts: ListenerOptions): net.Server {
   const server = net.createServer({ allowHalfOpen: true, noDelay: true }, (socket) => {
     socket.on('error', () => socket.destroy());
     // A client that connects and says nothing must not hold the socket forever.
-    socket.setTimeout(socks.handshakeTimeoutMs, () => socket.destroy());
+    socket.setTimeout(opts.handshakeTimeoutMs, () => socket.destroy());
     // Nor one that half-closes without a byte (the socket allows half-open for tunnels).
     const silentEnd = (): void => void socket.destroy();
     socket.once('end', silentEnd);
@@ -16,7 +23,12 @@ export function createProxyListener(httpServer: http.Server, socks: SocksHandler
       socket.setTimeout(0);
       socket.off('end', silentEnd);
       if (first[0] === 0x04 || first[0] === 0x05) {
-        handleSocks(socket, first, socks);
+        handleSocks(socket, first, opts);
+        return;
+      }
+      const connect = parseConnectHead(first, opts.maxHeaderBytes);
+      if (connect) {
+        opts.connect(socket, connect.target, connect.proxyAuthorization, first.subarray(connect.length));
         return;
       }
       // Hand the socket to the HTTP server with the sniffed bytes put back in front.

@@ -5,35 +5,27 @@ import ipaddr from 'ipaddr.js';
 import { normaliseIp, type IpAddress } from '../policy/host.js';
 
 export class SelfGuard {
-  /** "address|port" of every endpoint that reaches a sluice listener. */
-  private readonly endpoints = new Set<string>();
+  /** Port -> every address that reaches a sluice listener on it. Keyed by port first, so
+   *  the usual check (a destination port sluice does not listen on) builds no string. */
+  private readonly endpoints = new Map<number, Set<string>>();
 
   /** Registers a bound listener; a wildcard bind covers every local address. */
   add(boundAddress: string, port: number): void {
     const bound = normaliseIp(ipaddr.parse(boundAddress));
-    const unspecified = bound.range() === 'unspecified';
-    if (!unspecified) {
-      this.endpoints.add(`${bound.toString()}|${port}`);
-      return;
-    }
+    let addresses = this.endpoints.get(port);
+    if (!addresses) this.endpoints.set(port, (addresses = new Set()));
+    addresses.add(bound.toString());
+    if (bound.range() !== 'unspecified') return;
     for (const addrs of Object.values(networkInterfaces())) {
-      for (const a of addrs ?? []) {
-        const ip = ipaddr.parse(a.address.split('%')[0]!);
-        this.endpoints.add(`${normaliseIp(ip).toString()}|${port}`);
-      }
+      for (const a of addrs ?? []) addresses.add(normaliseIp(ipaddr.parse(a.address.split('%')[0]!)).toString());
     }
-    this.endpoints.add(`127.0.0.1|${port}`);
-    this.endpoints.add(`::1|${port}`);
-    this.endpoints.add(`${bound.toString()}|${port}`);
+    addresses.add('127.0.0.1');
+    addresses.add('::1');
   }
 
   isSelf(ip: IpAddress, port: number): boolean {
-    if (this.endpoints.size === 0) return false;
-    return this.endpoints.has(`${ip.toString()}|${port}`) || (ip.range() === 'unspecified' && this.hasPort(port));
-  }
-
-  private hasPort(port: number): boolean {
-    for (const e of this.endpoints) if (e.endsWith(`|${port}`)) return true;
-    return false;
+    const addresses = this.endpoints.get(port);
+    if (!addresses) return false;
+    return addresses.has(ip.toString()) || ip.range() === 'unspecified';
   }
 }

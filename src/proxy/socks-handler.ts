@@ -2,8 +2,8 @@
 import type net from 'node:net';
 import type { Credentials, Identity } from '../identity/identify.js';
 import { clientAddress } from './client-address.js';
-import { dial } from './dial.js';
-import type { Gate, Protocol } from './gate.js';
+import type { Protocol } from './gate.js';
+import { openTunnel, type TunnelDeps } from './tunnel.js';
 import { renderingOf, type Failure } from './outcomes.js';
 import {
   SOCKS4_REPLY,
@@ -18,15 +18,9 @@ import {
   socks5MethodReply,
   socks5Reply,
 } from './socks-codec.js';
-import type { Connections } from './connections.js';
 
-export interface SocksHandlerOptions {
-  readonly gate: Gate;
-  readonly connections: Connections;
-  readonly connectTimeoutMs: number;
+export interface SocksHandlerOptions extends TunnelDeps {
   readonly handshakeTimeoutMs: number;
-  /** Upstream connect latency, for the metrics histogram. */
-  readonly observeConnectSeconds?: (seconds: number) => void;
 }
 
 /** Every handshake message is far smaller; more than this unparsed means a hostile client. */
@@ -160,23 +154,13 @@ export function handleSocks(socket: net.Socket, first: Buffer, opts: SocksHandle
       const container = identity?.ok ? identity.container : '';
       const result = await gate.admit(container, protocol, from, host, port);
       if (!result.ok) return reject(result.failure);
-      let gone = false;
-      socket.once('close', () => (gone = true));
-      const dialled = await dial(result.admission.addresses, port, opts.connectTimeoutMs, () => gone, { observeSeconds: opts.observeConnectSeconds, tunnel: true });
-      if (!dialled.ok) {
-        gate.upstreamFailed(result.admission, dialled.failure);
-        return reject(dialled.failure);
-      }
-      if (gone) {
-        result.admission.release();
-        dialled.socket.destroy();
-        return;
-      }
-      const bound = boundOf(dialled.socket);
-      socket.write(protocol === 'socks5' ? socks5Reply(SOCKS5_REPLY.SUCCEEDED, bound) : socks4Reply(SOCKS4_REPLY.GRANTED, bound?.host.includes(':') ? undefined : bound));
-      // Bytes the client pipelined after its request go out first, in order.
-      if (buf.length > 0) dialled.socket.write(buf);
-      opts.connections.relay(socket, dialled.socket, protocol, result.admission, dialled.address, dialled.downstream);
+      await openTunnel(opts, socket, protocol, result.admission, buf, {
+        established: (upstream) => {
+          const bound = boundOf(upstream);
+          socket.write(protocol === 'socks5' ? socks5Reply(SOCKS5_REPLY.SUCCEEDED, bound) : socks4Reply(SOCKS4_REPLY.GRANTED, bound?.host.includes(':') ? undefined : bound));
+        },
+        refuse: reject,
+      });
     })().catch(() => finish());
   }
 }

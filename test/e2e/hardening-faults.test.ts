@@ -149,8 +149,8 @@ test('tunnels: an origin reset mid-stream closes the client; an origin that clos
     const row = await decisionRow(s, 'tun');
     assert.match(row.close_reason ?? '', /^upstream_(error|closed)$/, `${via}: ${JSON.stringify(row)}`);
 
-    // The origin's FIN ends the tunnel (sluice does not keep a half-open tunnel alive on
-    // the origin's behalf); every byte it sent before arrives first.
+    // The origin's FIN is passed on after every byte it sent; this client (like most)
+    // then closes too, and the tunnel ends, recorded as ended by the origin.
     const h = await open(via);
     h.write('BYE');
     assert.equal((await h.untilClosed(2000)).toString(), 'bye', via);

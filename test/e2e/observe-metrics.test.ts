@@ -41,6 +41,8 @@ test('GET /metrics: no token, Prometheus text, and the series move with traffic'
   assert.equal(metric(text, 'sluice_decisions_total', { decision: 'allow', layer: 'session', reason: 'rule' }), 5);
   assert.equal(metric(text, 'sluice_decisions_total', { decision: 'deny', layer: 'none', reason: 'default_deny' }), 1);
   assert.equal(metric(text, 'sluice_decisions_total', { decision: 'deny', layer: 'global', reason: 'rule' }), 1);
+  // Counts are folded in at scrape time: a second scrape must not count them again.
+  assert.equal(metric(await metricsText(s), 'sluice_decisions_total', { decision: 'allow', layer: 'session', reason: 'rule' }), 5);
   assert.equal(metric(text, 'sluice_connections_open'), 2, 'the two tunnels');
   assert.equal(metric(text, 'sluice_sessions_active'), 1);
   assert.equal(metric(text, 'sluice_rules', { layer: 'session' }), 2);

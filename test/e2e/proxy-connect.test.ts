@@ -1,10 +1,11 @@
 // HTTP CONNECT tunnels: curl -p, undici's tunnelling ProxyAgent, IPv6 authorities,
 // refusals, bytes pipelined behind the CONNECT head, and half-close through the relay.
+import net from 'node:net';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ProxyAgent, request as undiciRequest } from 'undici';
 import { curl, eventually } from '../helpers/harness.js';
-import { basic, basicSetup, echoFor, originFor, parseCurl, RawClient, sessionFor, sluiceFor } from '../helpers/proxy-helpers.js';
+import { basic, basicSetup, echoFor, originFor, parseCurl, RawClient, sessionFor, sluiceFor, socks5, socks5Raw } from '../helpers/proxy-helpers.js';
 
 test('curl -p tunnels through CONNECT to an allowed origin', async (t) => {
   const { s, origin, session } = await basicSetup(t);
@@ -143,4 +144,41 @@ test('bytes sent while sluice is still resolving and dialling are delivered afte
   assert.match(await c.takeThrough('\r\n\r\n'), /^HTTP\/1\.1 200 /);
   const res = await c.takeResponse();
   assert.match(res.body, /GET \/early/);
+});
+
+test('an origin that half-closes still receives what the client sends afterwards (CONNECT and SOCKS5)', async (t) => {
+  // Says hello, sends its FIN, and keeps reading until the client's FIN.
+  const heard: string[] = [];
+  const server = net.createServer({ allowHalfOpen: true }, (sock) => {
+    let got = '';
+    sock.on('data', (d: Buffer) => (got += d.toString()));
+    sock.on('end', () => {
+      heard.push(got);
+      sock.destroy();
+    });
+    sock.end('hello, and that is all from me');
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.2', r));
+  t.after(() => server.close());
+  const port = (server.address() as net.AddressInfo).port;
+  const s = await sluiceFor(t);
+  const session = await sessionFor(s, 'build-1', { host: '127.0.0.2', port });
+
+  const viaConnect = await RawClient.connect(t, s.sluice.http.port, { allowHalfOpen: true });
+  viaConnect.write(`CONNECT 127.0.0.2:${port} HTTP/1.1\r\nProxy-Authorization: ${basic('build-1', session.proxy_token)}\r\n\r\n`);
+  await viaConnect.takeThrough('\r\n\r\n');
+  const { c: viaSocks, rep } = await socks5Raw(t, s.sluice.socks.port, 'build-1', session.proxy_token, socks5.ipv4('127.0.0.2', port), { allowHalfOpen: true });
+  assert.equal(rep, 0);
+  for (const [via, c] of [['connect', viaConnect], ['socks5', viaSocks]] as const) {
+    await c.until((_b, _closed, ended) => ended, 2000, `${via}: the origin's FIN`);
+    assert.equal(c.text(), 'hello, and that is all from me');
+    // After the origin's FIN the tunnel still carries the client's bytes.
+    c.socket.end(`${via}: late reply`);
+    await c.untilClosed();
+  }
+  await eventually(() => heard.length === 2, 2000, 'the origin to hear both clients');
+  assert.deepEqual(heard.sort(), ['connect: late reply', 'socks5: late reply']);
+  await eventually(() => s.sluice.connections.size === 0, 2000, 'both tunnels to be unregistered');
+  const rows = (await s.api('GET', '/api/decisions?container=build-1')).body.decisions as Array<{ close_reason: string | null }>;
+  assert.deepEqual(rows.map((r) => r.close_reason), ['upstream_closed', 'upstream_closed'], 'the origin ended both conversations');
 });

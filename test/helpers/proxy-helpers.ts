@@ -58,6 +58,8 @@ export class RawClient {
   private chunks: Buffer[] = [];
   private consumed = 0;
   closed = false;
+  /** The peer's FIN arrived (with allowHalfOpen the socket stays writable). */
+  ended = false;
   private waiters = new Set<() => void>();
 
   private constructor(readonly socket: net.Socket) {
@@ -69,13 +71,17 @@ export class RawClient {
       this.closed = true;
       this.wake();
     });
+    socket.on('end', () => {
+      this.ended = true;
+      this.wake();
+    });
     socket.on('error', () => undefined);
   }
 
   /** Connects (optionally from a given local address); closed when the test ends. */
-  static connect(t: T | null, port: number, opts: { host?: string; localAddress?: string } = {}): Promise<RawClient> {
+  static connect(t: T | null, port: number, opts: { host?: string; localAddress?: string; allowHalfOpen?: boolean } = {}): Promise<RawClient> {
     return new Promise((resolve, reject) => {
-      const socket = net.connect({ host: opts.host ?? '127.0.0.1', port, localAddress: opts.localAddress, noDelay: true });
+      const socket = net.connect({ host: opts.host ?? '127.0.0.1', port, localAddress: opts.localAddress, noDelay: true, allowHalfOpen: opts.allowHalfOpen ?? false });
       socket.once('error', reject);
       socket.once('connect', () => {
         socket.off('error', reject);
@@ -100,10 +106,10 @@ export class RawClient {
   }
 
   /** Waits until `check` holds for the unconsumed bytes; rejects (with what was seen) after `timeoutMs`. */
-  until(check: (buf: Buffer, closed: boolean) => boolean, timeoutMs = 2000, what = 'data'): Promise<Buffer> {
+  until(check: (buf: Buffer, closed: boolean, ended: boolean) => boolean, timeoutMs = 2000, what = 'data'): Promise<Buffer> {
     return new Promise((resolve, reject) => {
       const test = (): boolean => {
-        if (!check(this.received, this.closed)) return false;
+        if (!check(this.received, this.closed, this.ended)) return false;
         clearTimeout(timer);
         this.waiters.delete(test);
         resolve(this.received);
@@ -221,8 +227,8 @@ export const socks4 = {
  * A raw SOCKS5 handshake with username/password up to the CONNECT reply. Returns the
  * client (reply consumed) and the reply code.
  */
-export async function socks5Raw(t: T, proxyPort: number, user: string, pass: string, request: Buffer): Promise<{ c: RawClient; rep: number }> {
-  const c = await RawClient.connect(t, proxyPort);
+export async function socks5Raw(t: T, proxyPort: number, user: string, pass: string, request: Buffer, opts: { allowHalfOpen?: boolean } = {}): Promise<{ c: RawClient; rep: number }> {
+  const c = await RawClient.connect(t, proxyPort, opts);
   c.write(socks5.greeting(0x02));
   assert.deepEqual([...(await c.take(2))], [0x05, 0x02], 'server selects username/password');
   c.write(socks5.auth(user, pass));

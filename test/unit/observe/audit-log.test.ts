@@ -83,6 +83,47 @@ test('a failed flush keeps the batch and marks the log unhealthy until a later f
   db.close();
 });
 
+test('an outage is reported once, however many flushes fail, and its end is reported too', () => {
+  const db = openDatabase(tempDir());
+  const errors: unknown[] = [];
+  const recovered: number[] = [];
+  const log = new AuditLog(db, OPTS, (e) => errors.push(e), (n) => recovered.push(n));
+  decision(log);
+  db.exec('PRAGMA query_only = ON');
+  for (let i = 0; i < 5; i++) log.flush();
+  assert.equal(errors.length, 1, 'one report for the whole outage');
+  assert.equal(log.failedFlushes, 5);
+  db.exec('PRAGMA query_only = OFF');
+  log.flush();
+  assert.deepEqual(recovered, [5]);
+  db.exec('PRAGMA query_only = ON');
+  decision(log);
+  log.flush();
+  assert.equal(errors.length, 2, 'a new outage is reported again');
+  db.close();
+});
+
+test('a close or failure in a later batch than its decision updates the stored row', () => {
+  const db = openDatabase(tempDir());
+  const log = new AuditLog(db, OPTS, (e) => assert.fail(String(e)));
+  const a = decision(log);
+  const b = decision(log);
+  log.failed(b.id, 'connect_error');
+  log.flush();
+  log.closed(a.id, { bytesUp: 1, bytesDown: 2, durationMs: 3, reason: 'upstream_closed' });
+  const c = decision(log);
+  log.failed(c.id, 'dns_error');
+  log.closed(c.id, { bytesUp: 0, bytesDown: 0, durationMs: 4, reason: 'client_closed' });
+  const rows = new Map(log.query({ limit: 10 }).map((r) => [r.id, r]));
+  assert.equal(rows.get(a.id)!.close_reason, 'upstream_closed');
+  assert.equal(rows.get(a.id)!.bytes_down, 2);
+  assert.equal(rows.get(b.id)!.error, 'connect_error');
+  assert.equal(rows.get(c.id)!.error, 'dns_error');
+  assert.equal(rows.get(c.id)!.duration_ms, 4);
+  assert.equal(rows.size, 3);
+  db.close();
+});
+
 test('retention removes rows older than the age limit and beyond the row cap', () => {
   const db = openDatabase(tempDir());
   const log = new AuditLog(db, { ...OPTS, retentionDays: 1, maxRows: 1000, maxQueue: 10_000 }, () => undefined);
