@@ -150,8 +150,8 @@ export interface KeepAliveOptions {
   readonly connections: number;
   readonly endAt: number;
   readonly sources: readonly string[];
-  /** The next request for connection `conn` (called once per request). */
-  readonly request: (conn: number) => Buffer;
+  /** The next request for connection `conn` (called once per request); null = this connection is done. */
+  readonly request: (conn: number) => Buffer | null;
   /** Sees every complete response; its body is only sliced out when `wantBody`. */
   readonly onResponse?: (conn: number, status: number, body: Buffer | null) => void;
   readonly wantBody?: boolean;
@@ -199,14 +199,15 @@ export function keepAliveLoop(opts: KeepAliveOptions, record: (ms: number) => vo
       setTimeout(() => runConnection(conn), 20);
     };
     const send = (): void => {
-      if (Date.now() >= opts.endAt) {
+      const next = Date.now() >= opts.endAt ? null : opts.request(conn);
+      if (next === null) {
         closed = true;
         s.destroy();
         if (--running === 0) resolveAll();
         return;
       }
       t0 = performance.now();
-      s.write(opts.request(conn));
+      s.write(next);
     };
     s.setTimeout(opts.timeoutMs ?? 10_000, () => fail(new Error('response timeout')));
     s.on('error', fail);

@@ -1,5 +1,7 @@
-// Workload 6, control plane: session creates (10 rules each) and heartbeats through the
-// API, from concurrent keep-alive HTTP clients, as a busy sandbox launcher would send them.
+// Workload 6, control plane: session creates (10 rules each), heartbeats and deletes through
+// the API, from concurrent keep-alive HTTP clients, as a busy sandbox launcher would send
+// them. The deletes also leave sluice as the workload found it: sessions kept from one
+// repetition would otherwise be in memory (and in the figures) for the next.
 import { keepAliveLoop, sourceAddresses } from './clients.js';
 import type { BenchContext } from './context.js';
 import { share } from './pool.js';
@@ -8,7 +10,7 @@ import { Reservoir, summarise } from './stats.js';
 import type { Row } from './targets.js';
 
 export interface ControlParams {
-  readonly phase: 'create' | 'heartbeat';
+  readonly phase: 'create' | 'heartbeat' | 'delete';
   readonly host: string;
   readonly port: number;
   readonly token: string;
@@ -23,6 +25,7 @@ export interface ControlValue {
   readonly errors: number;
   readonly firstError: string | null;
   readonly latenciesMs: number[];
+  readonly elapsedMs: number;
 }
 
 // Worker-side: sessions this worker created, heartbeated in the second phase.
@@ -40,17 +43,24 @@ function createBody(name: string, seq: number): string {
 
 export async function controlJob(p: ControlParams): Promise<ControlValue> {
   const latencies = new Reservoir(200_000);
+  const started = performance.now();
   const auth = `Authorization: Bearer ${p.token}\r\n`;
   const host = `Host: ${p.host}:${p.port}\r\n`;
   let seq = 0;
   let hb = 0;
-  const request =
-    p.phase === 'create'
-      ? (conn: number): Buffer => {
-          const body = createBody(`cp-${p.worker}-${conn}-${seq}`, seq++);
-          return Buffer.from(`POST /api/sessions HTTP/1.1\r\n${host}${auth}Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
-        }
-      : (): Buffer => Buffer.from(`POST /api/sessions/${created[hb++ % created.length]}/heartbeat HTTP/1.1\r\n${host}${auth}Content-Length: 0\r\n\r\n`);
+  const requests = {
+    create: (conn: number): Buffer => {
+      const body = createBody(`cp-${p.worker}-${conn}-${seq}`, seq++);
+      return Buffer.from(`POST /api/sessions HTTP/1.1\r\n${host}${auth}Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+    },
+    heartbeat: (): Buffer => Buffer.from(`POST /api/sessions/${created[hb++ % created.length]}/heartbeat HTTP/1.1\r\n${host}${auth}Content-Length: 0\r\n\r\n`),
+    // Until every session this worker created is gone.
+    delete: (): Buffer | null => {
+      const id = created.pop();
+      return id === undefined ? null : Buffer.from(`DELETE /api/sessions/${id} HTTP/1.1\r\n${host}${auth}Content-Length: 0\r\n\r\n`);
+    },
+  };
+  const request = requests[p.phase];
   if (p.phase === 'heartbeat' && created.length === 0) throw new Error('no sessions to heartbeat (the create phase made none)');
   const r = await keepAliveLoop(
     {
@@ -62,23 +72,24 @@ export async function controlJob(p: ControlParams): Promise<ControlValue> {
       request,
       wantBody: p.phase === 'create',
       onResponse: (_c, status, body) => {
-        if (status !== 200 || !body) return;
+        if (p.phase !== 'create' || status !== 200 || !body) return;
         const id = /"session_id":"([^"]+)"/.exec(body.toString('utf8'))?.[1];
         if (id) created.push(id);
       },
     },
     (ms) => latencies.add(ms),
   );
-  return { ok: r.ok, bad: r.bad, errors: r.errors, firstError: r.firstError, latenciesMs: latencies.samples };
+  return { ok: r.ok, bad: r.bad, errors: r.errors, firstError: r.firstError, latenciesMs: latencies.samples, elapsedMs: performance.now() - started };
 }
 
 export async function runControl(ctx: BenchContext): Promise<Row[]> {
   const s = ctx.sluice!;
   const durationMs = ctx.opts.controlSec * 1000;
   const rows: Row[] = [];
-  for (const phase of ['create', 'heartbeat'] as const) {
-    const label = phase === 'create' ? 'session create (10 rules)' : 'session heartbeat';
-    ctx.log(`control plane: ${label} (${ctx.opts.connections} clients, ${ctx.opts.controlSec} s)`);
+  const labels = { create: 'session create (10 rules)', heartbeat: 'session heartbeat', delete: 'session delete' };
+  for (const phase of ['create', 'heartbeat', 'delete'] as const) {
+    const label = labels[phase];
+    ctx.log(`control plane: ${label} (${ctx.opts.connections} clients, ${phase === 'delete' ? 'every session created' : `${ctx.opts.controlSec} s`})`);
     const params = (i: number): ControlParams => ({
       phase,
       host: s.api.host,
@@ -86,9 +97,10 @@ export async function runControl(ctx: BenchContext): Promise<Row[]> {
       token: s.api.token,
       worker: i,
       connections: share(ctx.opts.connections, ctx.pool.size, i),
-      durationMs,
+      // Deletes run until every session is gone (bounded by the job's timeout).
+      durationMs: phase === 'delete' ? 120_000 : durationMs,
     });
-    const { value, cpuPct, sysPct, machinePct } = await withTreeCpu(s.managed.pid, () => ctx.pool.runAll<ControlValue>('control', params, durationMs + 60_000));
+    const { value, cpuPct, sysPct, machinePct } = await withTreeCpu(s.managed.pid, () => ctx.pool.runAll<ControlValue>('control', params, (phase === 'delete' ? 120_000 : durationMs) + 60_000));
     const ok = value.values.reduce((a, v) => a + v.ok, 0);
     const errors = value.values.reduce((a, v) => a + v.errors + v.bad, 0);
     const lat = summarise(value.values.flatMap((v) => v.latenciesMs));
@@ -98,7 +110,7 @@ export async function runControl(ctx: BenchContext): Promise<Row[]> {
       target: label,
       proxy: 'sluice',
       family: 'api',
-      metrics: { rate: ok / (durationMs / 1000), p50_ms: lat.p50, p99_ms: lat.p99, errors },
+      metrics: { rate: ok / (Math.max(...value.values.map((v) => v.elapsedMs)) / 1000), p50_ms: lat.p50, p99_ms: lat.p99, errors },
       genCpuPct: value.genCpuPct,
       proxyCpuPct: cpuPct,
       proxySysPct: sysPct,
