@@ -4,18 +4,25 @@
 // syscalls). Here one buffer per tunnel is reused while writes complete synchronously, and
 // replaced only when a write is still queued (it still references the bytes).
 //
-// The buffers themselves are recycled: a tunnel that sends a 64-byte answer and closes
-// would otherwise allocate (and leave to the collector) 64 KiB of external memory. It cannot
-// be one buffer shared by all tunnels: each socket reads into the buffer it was last given.
+// A tunnel starts with a small buffer and moves to a full-size one the first time a read
+// fills it (a download, not a short answer): ten thousand idle tunnels then hold 4 KiB
+// each, not 64 KiB of memory that, recycled from earlier traffic, is resident. Full-size
+// buffers are recycled between tunnels (a bounded spare list). It cannot be one buffer
+// shared by all tunnels: each socket reads into the buffer it was last given.
 import type net from 'node:net';
 
+const FIRST_READ_SIZE = 4 * 1024;
 const READ_SIZE = 64 * 1024;
-/** At most this many spare buffers (4 MiB) wait for the next tunnel. */
+/** At most this many spare full-size buffers (4 MiB) wait for the next download. */
 const SPARE_LIMIT = 64;
 const spares: Buffer[] = [];
 
+function fullSizeBuffer(): Buffer {
+  return spares.pop() ?? Buffer.allocUnsafe(READ_SIZE);
+}
+
 export class Downstream {
-  private buf = spares.pop() ?? Buffer.allocUnsafe(READ_SIZE);
+  private buf: Buffer = Buffer.allocUnsafeSlow(FIRST_READ_SIZE);
   private target: net.Socket | null = null;
   /** Bytes that arrived before the client was attached (e.g. a server banner). */
   private early: Buffer[] = [];
@@ -37,7 +44,7 @@ export class Downstream {
     // Once closed the socket reads no more, and no queued write refers to the current
     // buffer (onData replaces it whenever a write is left queued): it is free to reuse.
     upstream.once('close', () => {
-      if (spares.length < SPARE_LIMIT) spares.push(this.buf);
+      if (this.buf.length === READ_SIZE && spares.length < SPARE_LIMIT) spares.push(this.buf);
     });
   }
 
@@ -60,6 +67,7 @@ export class Downstream {
     if (client.destroyed) return false;
     const flowing = client.write(chunk);
     if (client.writableLength > 0) this.buf = Buffer.allocUnsafe(READ_SIZE);
+    else if (n === this.buf.length && n < READ_SIZE) this.buf = fullSizeBuffer();
     // false pauses the upstream until the client drains: backpressure bounds the buffer.
     return flowing;
   }

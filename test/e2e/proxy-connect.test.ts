@@ -1,6 +1,7 @@
 // HTTP CONNECT tunnels: curl -p, undici's tunnelling ProxyAgent, IPv6 authorities,
 // refusals, bytes pipelined behind the CONNECT head, and half-close through the relay.
 import net from 'node:net';
+import { createHash, randomBytes } from 'node:crypto';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ProxyAgent, request as undiciRequest } from 'undici';
@@ -181,4 +182,48 @@ test('an origin that half-closes still receives what the client sends afterwards
   await eventually(() => s.sluice.connections.size === 0, 2000, 'both tunnels to be unregistered');
   const rows = (await s.api('GET', '/api/decisions?container=build-1')).body.decisions as Array<{ close_reason: string | null }>;
   assert.deepEqual(rows.map((r) => r.close_reason), ['upstream_closed', 'upstream_closed'], 'the origin ended both conversations');
+});
+
+test('a download through a tunnel arrives intact, for a fast and a slow reader, while other tunnels run (read buffers are grown and recycled)', async (t) => {
+  const payload = randomBytes(8 * 1024 * 1024 + 123);
+  const digest = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
+  const server = net.createServer((sock) => {
+    sock.on('error', () => undefined);
+    sock.once('data', () => sock.end(payload));
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.2', r));
+  t.after(() => server.close());
+  const port = (server.address() as net.AddressInfo).port;
+  const s = await sluiceFor(t);
+  const session = await sessionFor(s, 'build-1', { host: '127.0.0.2', port });
+
+  const download = async (via: 'connect' | 'socks5', slow: boolean): Promise<string> => {
+    let c: RawClient;
+    if (via === 'connect') {
+      c = await RawClient.connect(t, s.sluice.http.port);
+      c.write(`CONNECT 127.0.0.2:${port} HTTP/1.1\r\nProxy-Authorization: ${basic('build-1', session.proxy_token)}\r\n\r\n`);
+      await c.takeThrough('\r\n\r\n');
+    } else {
+      const r = await socks5Raw(t, s.sluice.socks.port, 'build-1', session.proxy_token, socks5.ipv4('127.0.0.2', port));
+      assert.equal(r.rep, 0);
+      c = r.c;
+    }
+    if (slow) {
+      // Read in small sips so sluice's writes to this client queue up (backpressure).
+      c.socket.pause();
+      const sip = setInterval(() => {
+        c.socket.resume();
+        setTimeout(() => c.socket.pause(), 2);
+      }, 10);
+      t.after(() => clearInterval(sip));
+      c.write('go');
+      const got = await c.untilClosed(20_000);
+      clearInterval(sip);
+      return digest(got);
+    }
+    c.write('go');
+    return digest(await c.untilClosed(10_000));
+  };
+  const results = await Promise.all([download('connect', false), download('socks5', false), download('connect', true), download('socks5', true)]);
+  for (const r of results) assert.equal(r, digest(payload));
 });
