@@ -9,36 +9,72 @@ import { outranks, type CompiledRule } from './rules.js';
 
 /** Rules sharing one destination key, split so exact container names are a map lookup. */
 class Bucket {
-  readonly byContainer = new Map<string, CompiledRule[]>();
+  // Rules for exact container names. A session's rules all name its one container, so a
+  // bucket usually holds a single name: kept inline, and a Map is made only for a second
+  // name (an empty Map per bucket was most of a session's memory).
+  private soleName: string | null = null;
+  private soleList: CompiledRule[] | null = null;
+  private byName: Map<string, CompiledRule[]> | null = null;
   /** Rules whose container pattern is `*` or a glob. */
   readonly patterned: CompiledRule[] = [];
 
+  /** The exact-name rules for `container`, best first. */
+  named(container: string): CompiledRule[] | undefined {
+    if (this.byName !== null) return this.byName.get(container);
+    return container === this.soleName ? this.soleList! : undefined;
+  }
+
   add(rule: CompiledRule): void {
     const c = rule.container;
-    if (c.kind === 'exact') {
-      let list = this.byContainer.get(c.name);
-      if (!list) this.byContainer.set(c.name, (list = []));
-      insertRanked(list, rule);
-    } else {
+    if (c.kind !== 'exact') {
       insertRanked(this.patterned, rule);
+      return;
     }
+    let list = this.named(c.name);
+    if (!list) {
+      list = [];
+      if (this.byName === null && this.soleName === null) {
+        this.soleName = c.name;
+        this.soleList = list;
+      } else {
+        if (this.byName === null) {
+          this.byName = new Map([[this.soleName!, this.soleList!]]);
+          this.soleName = null;
+          this.soleList = null;
+        }
+        this.byName.set(c.name, list);
+      }
+    }
+    insertRanked(list, rule);
   }
 
   remove(rule: CompiledRule): void {
     const c = rule.container;
-    if (c.kind === 'exact') {
-      const list = this.byContainer.get(c.name);
-      if (list) {
-        removeFrom(list, rule);
-        if (list.length === 0) this.byContainer.delete(c.name);
-      }
-    } else {
+    if (c.kind !== 'exact') {
       removeFrom(this.patterned, rule);
+      return;
     }
+    const list = this.named(c.name);
+    if (!list) return;
+    removeFrom(list, rule);
+    if (list.length > 0) return;
+    if (this.byName !== null) this.byName.delete(c.name);
+    else this.clearNamed();
+  }
+
+  clear(): void {
+    this.clearNamed();
+    this.patterned.length = 0;
   }
 
   get empty(): boolean {
-    return this.byContainer.size === 0 && this.patterned.length === 0;
+    return (this.byName === null ? this.soleName === null : this.byName.size === 0) && this.patterned.length === 0;
+  }
+
+  private clearNamed(): void {
+    this.soleName = null;
+    this.soleList = null;
+    this.byName = null;
   }
 }
 
@@ -103,8 +139,7 @@ export class RuleIndex {
     this.byId.clear();
     this.exact.clear();
     this.suffix.clear();
-    this.any.byContainer.clear();
-    this.any.patterned.length = 0;
+    this.any.clear();
     this.cidr4.clear();
     this.cidr6.clear();
     this.prefixes4 = [];
@@ -116,7 +151,7 @@ export class RuleIndex {
     let best: CompiledRule | null = null;
     const consider = (bucket: Bucket | undefined, apex = false): void => {
       if (!bucket) return;
-      const named = bucket.byContainer.get(container);
+      const named = bucket.named(container);
       if (named) best = pick(best, named, container, dest, port, now, apex);
       if (bucket.patterned.length > 0) best = pick(best, bucket.patterned, container, dest, port, now, apex);
     };
