@@ -5,13 +5,14 @@
 // replaced only when a write is still queued (it still references the bytes).
 //
 // A tunnel starts with a small buffer and moves to a full-size one the first time a read
-// fills it (a download, not a short answer): ten thousand idle tunnels then hold 4 KiB
+// fills it (a download, not a short answer): ten thousand idle tunnels then hold 1 KiB
 // each, not 64 KiB of memory that, recycled from earlier traffic, is resident. Full-size
 // buffers are recycled between tunnels (a bounded spare list). It cannot be one buffer
 // shared by all tunnels: each socket reads into the buffer it was last given.
 import type net from 'node:net';
 
-const FIRST_READ_SIZE = 4 * 1024;
+// Small enough to come from Node's shared allocation pool (each tunnel its own slice).
+const FIRST_READ_SIZE = 1024;
 const READ_SIZE = 64 * 1024;
 /** At most this many spare full-size buffers (4 MiB) wait for the next download. */
 const SPARE_LIMIT = 64;
@@ -22,10 +23,10 @@ function fullSizeBuffer(): Buffer {
 }
 
 export class Downstream {
-  private buf: Buffer = Buffer.allocUnsafeSlow(FIRST_READ_SIZE);
+  private buf: Buffer = Buffer.allocUnsafe(FIRST_READ_SIZE);
   private target: net.Socket | null = null;
   /** Bytes that arrived before the client was attached (e.g. a server banner). */
-  private early: Buffer[] = [];
+  private early: Buffer[] | null = null;
   private ended = false;
   private upstream: net.Socket | null = null;
 
@@ -51,8 +52,8 @@ export class Downstream {
   /** Starts delivering to the client (flushing anything that arrived before). */
   attach(client: net.Socket): void {
     this.target = client;
-    for (const chunk of this.early) client.write(chunk);
-    this.early = [];
+    if (this.early) for (const chunk of this.early) client.write(chunk);
+    this.early = null;
     if (this.ended) client.end();
     client.on('drain', () => this.upstream?.resume());
   }
@@ -61,7 +62,7 @@ export class Downstream {
     const chunk = this.buf.subarray(0, n);
     const client = this.target;
     if (!client) {
-      this.early.push(Buffer.from(chunk)); // copy: the buffer is reused for the next read
+      (this.early ??= []).push(Buffer.from(chunk)); // copy: the buffer is reused for the next read
       return true;
     }
     if (client.destroyed) return false;
