@@ -10,7 +10,7 @@ import { renderingOf, type Failure } from './outcomes.js';
 import { drainUntilClosed, failureBody, failureHeaders, rawRefusal, rawResponse } from './raw-response.js';
 import type { Connections } from './connections.js';
 import { UpstreamAgent, poolHost } from './upstream-agent.js';
-import { forwardConn } from './forward-conn.js';
+import { forwardConn, type ForwardConn } from './forward-conn.js';
 import { endToEndHeaders } from './forward-headers.js';
 import { relayResponse } from './forward-response.js';
 import type { ConnectHandler } from './connect-handler.js';
@@ -68,6 +68,7 @@ export function createHttpHandler(opts: HttpHandlerOptions): http.Server {
 
   /** Identity and policy for one request; renders the refusal itself when not admitted. */
   async function admitRequest(
+    conn: ForwardConn,
     req: http.IncomingMessage,
     protocol: Protocol,
     host: string,
@@ -75,7 +76,6 @@ export function createHttpHandler(opts: HttpHandlerOptions): http.Server {
     refuse: (f: Failure) => void,
   ): Promise<Admission | null> {
     // Parsing is remembered per connection; identity and policy are decided afresh.
-    const conn = forwardConn(req.socket);
     const from = conn.from;
     const identity = gate.identify(conn.credentials(req.headers['proxy-authorization']), from);
     const destination = conn.destination(host);
@@ -92,8 +92,8 @@ export function createHttpHandler(opts: HttpHandlerOptions): http.Server {
   }
 
   // CONNECTs the listener's fast path did not take (split or unusual heads) arrive here.
+  // (Socket errors are handled by the listener, which every socket here came through.)
   server.on('connect', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => {
-    socket.on('error', () => socket.destroy());
     opts.connect(socket, req.url ?? '', req.headers['proxy-authorization'], head);
   });
 
@@ -103,14 +103,14 @@ export function createHttpHandler(opts: HttpHandlerOptions): http.Server {
       respond(res, { kind: 'bad_request', detail: url.error });
       return;
     }
-    const admission = await admitRequest(req, 'http', url.host, url.port, (f) => respond(res, f));
+    const conn = forwardConn(req.socket);
+    const admission = await admitRequest(conn, req, 'http', url.host, url.port, (f) => respond(res, f));
     if (!admission) return;
     // Hop-by-hop fields, the proxy credentials among them, never reach the origin.
     req.headers = endToEndHeaders(req.headers, false);
     // RFC 9112 3.2.2: with an absolute-form target the Host header must be the URL's authority.
     req.headers.host = url.authority;
     req.url = url.path;
-    const conn = forwardConn(req.socket);
     const address = conn.poolHost(admission.addresses);
     connections.trackForward(req, res, admission, conn.ipText(admission.addresses[0]!));
     proxy.web(req, res, { target: { host: address, hostname: address, port: admission.port, protocol: 'http:' } as never }, (err) => {
@@ -132,15 +132,14 @@ export function createHttpHandler(opts: HttpHandlerOptions): http.Server {
   });
 
   server.on('upgrade', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => {
-    socket.on('error', () => socket.destroy());
     void (async () => {
       const url = absoluteTarget(req);
-      const refuse = (f: Failure): void => rawResponse(socket, renderingOf(f.kind).status, failureBody(f), failureHeaders(f), opts.handshakeTimeoutMs);
+      const refuse = (f: Failure): void => rawRefusal(socket, f, opts.handshakeTimeoutMs);
       if ('error' in url) {
         refuse({ kind: 'bad_request', detail: url.error });
         return;
       }
-      const admission = await admitRequest(req, 'http', url.host, url.port, refuse);
+      const admission = await admitRequest(forwardConn(req.socket), req, 'http', url.host, url.port, refuse);
       if (!admission) return;
       req.headers = endToEndHeaders(req.headers, true);
       req.headers.host = url.authority;

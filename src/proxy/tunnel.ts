@@ -33,8 +33,9 @@ export async function openTunnel(deps: TunnelDeps, client: net.Socket, protocol:
   client.once('close', onGone);
   const dialled = await dial(admission.addresses, admission.port, deps.connectTimeoutMs, () => gone, { observeSeconds: deps.observeConnectSeconds, tunnel: true });
   client.off('close', onGone);
-  if (dialled.ok && (gone || client.destroyed)) dialled.socket.destroy();
-  if (!dialled.ok || gone || client.destroyed) {
+  const left = gone || client.destroyed;
+  if (!dialled.ok || left) {
+    if (dialled.ok) dialled.socket.destroy();
     // Recorded as the attempt's outcome, so the audit never shows an allow that went nowhere.
     const failure: Failure = dialled.ok ? CLIENT_LEFT : dialled.failure;
     deps.gate.upstreamFailed(admission, failure);
