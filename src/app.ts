@@ -264,6 +264,7 @@ export async function startSluice(config: Config, options: SluiceOptions = {}): 
     connectTimeoutMs: config.timeouts.connect_ms,
     handshakeTimeoutMs: config.timeouts.handshake_ms,
     observeConnectSeconds: (seconds: number) => metrics.connectSeconds.observe(seconds),
+    upstreamProxy: config.upstream_proxy ?? null,
   };
   const connect = createConnectHandler(handlerOpts);
   const listenerOpts = { ...handlerOpts, connect, maxHeaderBytes: config.limits.max_header_bytes };
@@ -359,6 +360,7 @@ export async function startSluice(config: Config, options: SluiceOptions = {}): 
       api: `http://${formatHostPort(apiEnd.host, apiEnd.port)}`,
       data_dir: dataDir,
       api_token: apiTokenFile ? `in ${apiTokenFile}` : 'from configuration',
+      upstream_proxy: config.upstream_proxy?.label ?? 'none (direct)',
     },
     'sluice listening',
   );

@@ -38,6 +38,7 @@ const ENV_FIELDS: ReadonlyArray<readonly [string, Path]> = [
   ['SLUICE_ADVERTISE_HOST', ['advertise_host']],
   ['SLUICE_API_TOKEN', ['api_token']],
   ['SLUICE_IDENTITY', ['identity']],
+  ['SLUICE_UPSTREAM_PROXY', ['upstream_proxy']],
   ['SLUICE_LOG_LEVEL', ['log', 'level']],
 ];
 

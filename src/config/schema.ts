@@ -1,6 +1,7 @@
 // The one description of sluice's configuration. File, environment and flags are merged
 // (in that order of precedence, lowest first) and then validated here.
 import { z } from 'zod';
+import { upstreamProxySchema } from '../proxy/upstream-proxy.js';
 
 /** `host:port` or `[v6]:port`; the host is a literal address to bind (no DNS at start-up). */
 export const listenAddress = z
@@ -41,6 +42,12 @@ export const configSchema = z
      * network or the exact hostname reaches them.
      */
     guard_special_ranges: z.boolean().default(true),
+    /**
+     * A parent SOCKS proxy (`socks5://[user:pass@]host:port`, `socks4://`) that every allowed
+     * connection is dialled through; absent = connect directly. Policy is unchanged: sluice
+     * still resolves and checks, and asks the parent for the checked address.
+     */
+    upstream_proxy: upstreamProxySchema.optional(),
     timeouts: z
       .object({
         connect_ms: ms(10_000),

@@ -3,6 +3,7 @@ import net from 'node:net';
 import type { IpAddress } from '../policy/host.js';
 import type { Failure } from './outcomes.js';
 import { Downstream } from './downstream.js';
+import { connectVia, type UpstreamProxy } from './upstream-proxy.js';
 
 /** `downstream` is set when dialled for a tunnel: it carries the upstream's bytes to the client. */
 export type DialResult = { ok: true; socket: net.Socket; address: string; downstream?: Downstream } | { ok: false; failure: Failure };
@@ -28,6 +29,19 @@ export function classify(err: NodeJS.ErrnoException, target: string): Failure {
 
 function target(ip: IpAddress, port: number): string {
   return ip.kind() === 'ipv6' ? `[${ip.toString()}]:${port}` : `${ip.toString()}:${port}`;
+}
+
+/** Through the parent proxy: its socket carries the handshake, so no `onread` relay (see Downstream). */
+async function connectOnceVia(via: UpstreamProxy, ip: IpAddress, port: number, timeoutMs: number, isCancelled: () => boolean, tunnel: boolean): Promise<DialResult> {
+  const r = await connectVia(via, ip, port, timeoutMs, target(ip, port));
+  if (!r.ok) return r;
+  if (isCancelled()) {
+    r.socket.destroy();
+    return { ok: false, failure: { kind: 'connect_error', detail: 'client went away' } };
+  }
+  // As for a direct tunnel: the client may keep sending after the origin's FIN.
+  if (tunnel) r.socket.allowHalfOpen = true;
+  return { ok: true, socket: r.socket, address: ip.toString() };
 }
 
 function connectOnce(ip: IpAddress, port: number, timeoutMs: number, isCancelled: () => boolean, tunnel: boolean): Promise<DialResult> {
@@ -65,6 +79,8 @@ export interface DialOptions {
   readonly observeSeconds?: ((seconds: number) => void) | undefined;
   /** Dialling for a tunnel: the result carries a Downstream that relays without per-read garbage. */
   readonly tunnel?: boolean;
+  /** A parent proxy to dial through, or null/absent to connect directly. */
+  readonly via?: UpstreamProxy | null | undefined;
 }
 
 /**
@@ -79,18 +95,25 @@ export async function dial(
   opts: DialOptions = {},
 ): Promise<DialResult> {
   const started = performance.now();
-  const result = await dialFirst(addresses, port, timeoutMs, isCancelled, opts.tunnel ?? false);
+  const result = await dialFirst(addresses, port, timeoutMs, isCancelled, opts.tunnel ?? false, opts.via ?? null);
   if (result.ok) opts.observeSeconds?.((performance.now() - started) / 1000);
   return result;
 }
 
-async function dialFirst(addresses: readonly IpAddress[], port: number, timeoutMs: number, isCancelled: () => boolean, tunnel: boolean): Promise<DialResult> {
+async function dialFirst(
+  addresses: readonly IpAddress[],
+  port: number,
+  timeoutMs: number,
+  isCancelled: () => boolean,
+  tunnel: boolean,
+  via: UpstreamProxy | null,
+): Promise<DialResult> {
   const deadline = Date.now() + timeoutMs;
   let last: DialResult = { ok: false, failure: { kind: 'unreachable', detail: 'no address to connect to' } };
   for (const ip of addresses) {
     const remaining = deadline - Date.now();
     if (remaining <= 0 || isCancelled()) break;
-    last = await connectOnce(ip, port, remaining, isCancelled, tunnel);
+    last = via ? await connectOnceVia(via, ip, port, remaining, isCancelled, tunnel) : await connectOnce(ip, port, remaining, isCancelled, tunnel);
     if (last.ok) return last;
   }
   return last;

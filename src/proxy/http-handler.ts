@@ -14,6 +14,7 @@ import { forwardConn, type ForwardConn } from './forward-conn.js';
 import { endToEndHeaders } from './forward-headers.js';
 import { relayResponse } from './forward-response.js';
 import type { ConnectHandler } from './connect-handler.js';
+import type { UpstreamProxy } from './upstream-proxy.js';
 
 export interface HttpHandlerOptions {
   readonly gate: Gate;
@@ -23,13 +24,15 @@ export interface HttpHandlerOptions {
   readonly maxHeaderBytes: number;
   /** Upstream connect latency, for the metrics histogram. */
   readonly observeConnectSeconds?: (seconds: number) => void;
+  /** A parent SOCKS proxy every allowed connection is dialled through, or null. */
+  readonly upstreamProxy?: UpstreamProxy | null | undefined;
   readonly connect: ConnectHandler;
 }
 
 
 export function createHttpHandler(opts: HttpHandlerOptions): http.Server {
   const { gate, connections } = opts;
-  const agent = new UpstreamAgent(opts.connectTimeoutMs, opts.observeConnectSeconds);
+  const agent = new UpstreamAgent(opts.connectTimeoutMs, opts.observeConnectSeconds, opts.upstreamProxy ?? null);
   // http-proxy forwards the request; the response is relayed by relayResponse (hop-by-hop
   // fields dropped, truncation passed on as a cut connection), not by http-proxy's own passes.
   const proxy = httpProxy.createProxyServer({ agent, xfwd: false, ws: true, changeOrigin: false, selfHandleResponse: true });

@@ -5,6 +5,7 @@ import { dial } from './dial.js';
 import type { Admission, Gate, Protocol } from './gate.js';
 import type { Failure } from './outcomes.js';
 import type { Connections } from './connections.js';
+import type { UpstreamProxy } from './upstream-proxy.js';
 
 const CLIENT_LEFT: Failure = Object.freeze({ kind: 'connect_error', detail: 'client went away' });
 
@@ -14,6 +15,8 @@ export interface TunnelDeps {
   readonly connectTimeoutMs: number;
   /** Upstream connect latency, for the metrics histogram. */
   readonly observeConnectSeconds?: ((seconds: number) => void) | undefined;
+  /** A parent SOCKS proxy every allowed connection is dialled through, or null. */
+  readonly upstreamProxy?: UpstreamProxy | null | undefined;
 }
 
 export interface TunnelReplies {
@@ -31,7 +34,7 @@ export async function openTunnel(deps: TunnelDeps, client: net.Socket, protocol:
   let gone = client.destroyed;
   const onGone = (): void => void (gone = true);
   client.once('close', onGone);
-  const dialled = await dial(admission.addresses, admission.port, deps.connectTimeoutMs, () => gone, { observeSeconds: deps.observeConnectSeconds, tunnel: true });
+  const dialled = await dial(admission.addresses, admission.port, deps.connectTimeoutMs, () => gone, { observeSeconds: deps.observeConnectSeconds, tunnel: true, via: deps.upstreamProxy });
   client.off('close', onGone);
   const left = gone || client.destroyed;
   if (!dialled.ok || left) {

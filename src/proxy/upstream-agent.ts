@@ -8,6 +8,7 @@ import ipaddr from 'ipaddr.js';
 import type { IpAddress } from '../policy/host.js';
 import { dial } from './dial.js';
 import type { FailureKind } from './outcomes.js';
+import type { UpstreamProxy } from './upstream-proxy.js';
 
 /** What http-proxy is given as the target host: the allowed addresses, comma-joined. */
 export function poolHost(addresses: readonly IpAddress[]): string {
@@ -28,6 +29,8 @@ export class UpstreamAgent extends http.Agent {
     private readonly connectTimeoutMs: number,
     /** Told how long each new upstream connection took (the connect latency histogram). */
     private readonly observeConnectSeconds?: (seconds: number) => void,
+    /** A parent SOCKS proxy to dial through, or null. */
+    private readonly via: UpstreamProxy | null = null,
   ) {
     super({ keepAlive: true, maxSockets: 512, maxFreeSockets: 64, scheduling: 'lifo' });
   }
@@ -67,7 +70,7 @@ export class UpstreamAgent extends http.Agent {
       .split(',')
       .filter((a) => ipaddr.isValid(a))
       .map((a) => ipaddr.parse(a));
-    void dial(candidates, Number(options.port), this.connectTimeoutMs, () => false, { observeSeconds: this.observeConnectSeconds }).then((r) => {
+    void dial(candidates, Number(options.port), this.connectTimeoutMs, () => false, { observeSeconds: this.observeConnectSeconds, via: this.via }).then((r) => {
       if (r.ok) callback?.(null, r.socket);
       else callback?.(Object.assign(new Error(r.failure.detail), { code: ERRNO[r.failure.kind] ?? 'ECONNRESET', failure: r.failure }), undefined as never);
     });
