@@ -23,6 +23,7 @@ import { Metrics } from './metrics/metrics.js';
 import { Gate } from './proxy/gate.js';
 import { systemResolver, type HostResolver } from './proxy/dns.js';
 import { SelfGuard } from './proxy/self-guard.js';
+import { refuseProxyLoop } from './proxy/upstream-proxy.js';
 import { Connections, type ConnectionClosed } from './proxy/connections.js';
 import { createHttpHandler } from './proxy/http-handler.js';
 import { createProxyListener } from './proxy/listener.js';
@@ -321,6 +322,8 @@ export async function startSluice(config: Config, options: SluiceOptions = {}): 
     await api.listen({ host: apiAt.host, port: apiAt.port });
     const a = api.server.address() as net.AddressInfo;
     apiEnd = { host: a.address, port: a.port };
+    for (const e of [httpEnd, socksEnd, apiEnd]) selfGuard.add(e.host, e.port);
+    refuseProxyLoop(config.upstream_proxy, selfGuard);
   } catch (err) {
     httpListener.close();
     socksListener.close();
@@ -330,7 +333,6 @@ export async function startSluice(config: Config, options: SluiceOptions = {}): 
   }
   bound.http = httpEnd;
   bound.socks = socksEnd;
-  for (const e of [httpEnd, socksEnd, apiEnd]) selfGuard.add(e.host, e.port);
   audit.start();
 
   // Expiry is time-driven: each tick deletes what expired and re-decides open connections,

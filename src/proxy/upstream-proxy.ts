@@ -6,8 +6,10 @@
 import type net from 'node:net';
 import { SocksClient, type SocksProxy } from 'socks';
 import { z } from 'zod';
-import type { IpAddress } from '../policy/host.js';
+import ipaddr from 'ipaddr.js';
+import { normaliseIp, type IpAddress } from '../policy/host.js';
 import type { Failure } from './outcomes.js';
+import type { SelfGuard } from './self-guard.js';
 
 /** `socks5://[user:pass@]host[:port]` or `socks4://[user@]host[:port]` (port 1080 when left out). */
 export const upstreamProxySchema = z
@@ -55,6 +57,19 @@ export const upstreamProxySchema = z
   });
 
 export type UpstreamProxy = z.infer<typeof upstreamProxySchema>;
+
+/**
+ * Every allowed connection would come back in through sluice's own listener, and each of
+ * those would be dialled through it again. Only a literal address can be caught here; a
+ * name that resolves to sluice is not looked up at start.
+ */
+export function refuseProxyLoop(via: UpstreamProxy | undefined, self: SelfGuard): void {
+  const host = via?.proxy.host;
+  if (via === undefined || host === undefined || !ipaddr.isValid(host)) return;
+  if (self.isSelf(normaliseIp(ipaddr.parse(host)), via.proxy.port)) {
+    throw new Error(`upstream_proxy ${via.label} is one of this sluice's own listeners (a proxy loop)`);
+  }
+}
 
 /** The parent's SOCKS5 reply names (as the socks package reports them) and what they mean here. */
 const REPLY_FAILURES: Record<string, Failure['kind']> = {

@@ -3,10 +3,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
+import { rmSync } from 'node:fs';
 import type http from 'node:http';
 import net from 'node:net';
 import { configSchema } from '../../src/config/schema.js';
-import { curl, eventually, type TestSluice } from '../helpers/harness.js';
+import { curl, eventually, startTestSluice, tempDir, type TestSluice } from '../helpers/harness.js';
 import { connectVia, decisions, mapResolver } from '../helpers/observe-helpers.js';
 import { RawClient, basic, closedPort, getOverTunnel, originFor, proxyUrl, sluiceFor, socks5, socks5Raw, socksConnect, type T } from '../helpers/proxy-helpers.js';
 
@@ -191,4 +192,17 @@ test('a chained tunnel keeps half-close and carries a download intact', async (t
   await c.untilClosed();
   await eventually(() => heard.length === 1, 3000, 'the origin to hear the client after its own FIN');
   assert.deepEqual(heard, ['late reply']);
+});
+
+test("an upstream_proxy that is sluice's own listener is refused at start (a proxy loop)", async (t) => {
+  const port = await closedPort('127.0.0.1');
+  const dataDir = tempDir();
+  t.after(() => rmSync(dataDir, { recursive: true, force: true }));
+  await assert.rejects(
+    startTestSluice({ dataDir, config: { listen: { socks: `127.0.0.1:${port}` }, upstream_proxy: `socks5://127.0.0.1:${port}` } }),
+    /upstream_proxy socks5:\/\/127\.0\.0\.1:\d+ is one of this sluice's own listeners/,
+  );
+  // The port was released again: a sluice without the loop starts on it.
+  const s = await sluiceFor(t, { config: { listen: { socks: `127.0.0.1:${port}` } } });
+  assert.equal(s.sluice.socks.port, port);
 });
