@@ -27,6 +27,8 @@ export function classify(err: NodeJS.ErrnoException, target: string): Failure {
   }
 }
 
+export const CLIENT_WENT_AWAY: Failure = Object.freeze({ kind: 'connect_error', detail: 'client went away' });
+
 function target(ip: IpAddress, port: number): string {
   return ip.kind() === 'ipv6' ? `[${ip.toString()}]:${port}` : `${ip.toString()}:${port}`;
 }
@@ -37,7 +39,7 @@ async function connectOnceVia(via: UpstreamProxy, ip: IpAddress, port: number, t
   if (!r.ok) return r;
   if (isCancelled()) {
     r.socket.destroy();
-    return { ok: false, failure: { kind: 'connect_error', detail: 'client went away' } };
+    return { ok: false, failure: CLIENT_WENT_AWAY };
   }
   // As for a direct tunnel: the client may keep sending after the origin's FIN.
   if (tunnel) r.socket.allowHalfOpen = true;
@@ -61,7 +63,7 @@ function connectOnce(ip: IpAddress, port: number, timeoutMs: number, isCancelled
       socket.removeAllListeners('error');
       if (isCancelled()) {
         socket.destroy();
-        resolve({ ok: false, failure: { kind: 'connect_error', detail: 'client went away' } });
+        resolve({ ok: false, failure: CLIENT_WENT_AWAY });
         return;
       }
       resolve(downstream ? { ok: true, socket, address: host, downstream } : { ok: true, socket, address: host });

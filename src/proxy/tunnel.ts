@@ -1,13 +1,11 @@
 // The end of every tunnel protocol (CONNECT, SOCKS5, SOCKS4): dial what the gate admitted,
 // answer the client in its protocol, and relay.
 import type net from 'node:net';
-import { dial } from './dial.js';
+import { CLIENT_WENT_AWAY, dial } from './dial.js';
 import type { Admission, Gate, Protocol } from './gate.js';
 import type { Failure } from './outcomes.js';
 import type { Connections } from './connections.js';
 import type { UpstreamProxy } from './upstream-proxy.js';
-
-const CLIENT_LEFT: Failure = Object.freeze({ kind: 'connect_error', detail: 'client went away' });
 
 export interface TunnelDeps {
   readonly gate: Gate;
@@ -40,7 +38,7 @@ export async function openTunnel(deps: TunnelDeps, client: net.Socket, protocol:
   if (!dialled.ok || left) {
     if (dialled.ok) dialled.socket.destroy();
     // Recorded as the attempt's outcome, so the audit never shows an allow that went nowhere.
-    const failure: Failure = dialled.ok ? CLIENT_LEFT : dialled.failure;
+    const failure: Failure = dialled.ok ? CLIENT_WENT_AWAY : dialled.failure;
     deps.gate.upstreamFailed(admission, failure);
     replies.refuse(failure);
     return;
