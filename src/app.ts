@@ -22,6 +22,7 @@ import { Limiter } from './limits/limiter.js';
 import { Metrics } from './metrics/metrics.js';
 import { Gate } from './proxy/gate.js';
 import { systemResolver, type HostResolver } from './proxy/dns.js';
+import { cachedResolver } from './proxy/dns-cache.js';
 import { SelfGuard } from './proxy/self-guard.js';
 import { refuseProxyLoop } from './proxy/upstream-proxy.js';
 import { Connections, type ConnectionClosed } from './proxy/connections.js';
@@ -174,6 +175,8 @@ export async function startSluice(config: Config, options: SluiceOptions = {}): 
   const limiter = new Limiter(config.limits.max_limiter_keys, clock);
   // `connections` is created below; the metric sources only read it at scrape time.
   let connections: Connections | null = null;
+  const dns = cachedResolver(options.resolver ?? systemResolver, config.dns, config.timeouts.dns_ms, clock);
+  const dnsCache = dns.cache;
   const metrics = new Metrics({
     sessionsActive: () => control.listSessions().sessions.length,
     rulesByLayer: () => ({ global: state.global.size, builtin: state.builtin.size, session: [...state.allSessions()].reduce((n, e) => n + e.rules.size, 0) }),
@@ -184,6 +187,7 @@ export async function startSluice(config: Config, options: SluiceOptions = {}): 
     eventSubscribersDropped: () => bus.droppedSubscribers,
     limiterKeys: () => limiter.keyCount,
     limiterKeysRejected: () => limiter.keysRejected,
+    dnsCache: dnsCache ? () => ({ ...dnsCache.stats, entries: dnsCache.size }) : undefined,
   });
   const decisionLog = config.log.decisions ? logger.child({ component: 'decision' }) : null;
 
@@ -218,7 +222,7 @@ export async function startSluice(config: Config, options: SluiceOptions = {}): 
     identityMode: config.identity,
     dnsTimeoutMs: config.timeouts.dns_ms,
     clock,
-    resolver: options.resolver ?? systemResolver,
+    resolver: dns.resolver,
     selfGuard,
     guardSpecialRanges: config.guard_special_ranges,
     limiter,

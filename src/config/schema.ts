@@ -61,6 +61,22 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    /**
+     * Cache of hostname lookups (src/proxy/dns-cache.ts). Answers are still checked against
+     * the rules on every request. The TTLs are fixed: dns.lookup does not report the
+     * record's TTL, so they also bound how stale an answer can get.
+     */
+    dns: z
+      .object({
+        /** How long an answer is reused; 0 turns the cache off (every request resolves). */
+        cache_ttl_ms: z.number().int().min(0).max(3_600_000).default(30_000),
+        /** How long "no such name" / "no addresses" is reused; 0 = not cached. Timeouts never are. */
+        negative_ttl_ms: z.number().int().min(0).max(3_600_000).default(5_000),
+        /** Names kept; beyond it the least recently used is dropped. */
+        cache_size: z.number().int().min(1).max(1_000_000).default(10_000),
+      })
+      .strict()
+      .prefault({}),
     sessions: z
       .object({
         default_ttl_seconds: z.number().int().min(1).max(86_400).default(900),

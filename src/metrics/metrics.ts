@@ -12,6 +12,8 @@ export interface MetricSources {
   readonly eventSubscribersDropped: () => number;
   readonly limiterKeys: () => number;
   readonly limiterKeysRejected: () => number;
+  /** Absent when the DNS cache is off. */
+  readonly dnsCache?: () => { readonly hits: number; readonly shared: number; readonly misses: number; readonly entries: number };
 }
 
 export class Metrics {
@@ -88,6 +90,25 @@ export class Metrics {
     gauge('sluice_event_subscribers_dropped', 'Event subscribers cut off for falling behind', sources.eventSubscribersDropped);
     gauge('sluice_limiter_keys', 'Containers tracked by the connection limiter', sources.limiterKeys);
     gauge('sluice_limiter_keys_rejected', 'Connections refused because the limiter key table was full', sources.limiterKeysRejected);
+    const dnsCache = sources.dnsCache;
+    if (dnsCache) {
+      // The cache counts as plain numbers; the counter catches up with them at scrape time.
+      const seen = { hits: 0, shared: 0, misses: 0 };
+      new Counter({
+        name: 'sluice_dns_cache_lookups_total',
+        help: 'Hostname lookups by result: hit (answered from the cache), shared (joined a lookup in flight), miss (asked the resolver)',
+        labelNames: ['result'],
+        registers: [r],
+        collect() {
+          const now = dnsCache();
+          for (const [result, key] of [['hit', 'hits'], ['shared', 'shared'], ['miss', 'misses']] as const) {
+            this.inc({ result }, now[key] - seen[key]);
+            seen[key] = now[key];
+          }
+        },
+      });
+      gauge('sluice_dns_cache_entries', 'Names in the DNS cache (answers and failures)', () => dnsCache().entries);
+    }
     new Gauge({
       name: 'sluice_rules',
       help: 'Rules by layer',

@@ -1,5 +1,7 @@
 // Name resolution for the proxy: resolve once, hand back every address, and let the
 // caller check and dial those exact addresses (never re-resolving in between).
+// app.ts puts a cache in front of the resolver (dns-cache.ts); it hands back raw answers,
+// so everything below, and every address check after it, runs on each request.
 import { lookup } from 'node:dns/promises';
 import ipaddr from 'ipaddr.js';
 import { normaliseIp, type IpAddress } from '../policy/host.js';

@@ -212,7 +212,8 @@ async function shutdownUnderLoad(t: T, load: Load): Promise<void> {
     if (name === 'slow.test') return ['127.0.0.2'];
     throw Object.assign(new Error('nx'), { code: 'ENOTFOUND' });
   };
-  let s: TestSluice | null = await startTestSluice({ dataDir, resolver: slow, config: { timeouts: { shutdown_grace_ms: 300 } } });
+  // No DNS cache: every slow admission must make (and wait for) its own lookup.
+  let s: TestSluice | null = await startTestSluice({ dataDir, resolver: slow, config: { timeouts: { shutdown_grace_ms: 300 }, dns: { cache_ttl_ms: 0 } } });
   t.after(async () => {
     await s?.close(true);
   });

@@ -207,6 +207,8 @@ test('a client that leaves while its decision waits for DNS leaves no open conne
   const e2 = await echoFor(t, '127.0.0.2');
   let lookups = 0;
   const s = await sluiceFor(t, {
+    // No DNS cache: each attempt below must wait for a lookup of its own.
+    config: { dns: { cache_ttl_ms: 0 } },
     resolver: async (name) => {
       lookups++;
       await sleep(150);

@@ -173,3 +173,17 @@ test('missing, unparsable and non-mapping files name the file', () => {
   const dupe = tempFile('dupe.yaml', 'identity: username\nidentity: credentials\n');
   assert.ok(configError(() => loadConfig({ file: dupe })).message.includes(dupe));
 });
+
+test('dns: cache defaults, set from a file, 0 turns the cache off, bad values named', () => {
+  assert.deepEqual(loadConfig({}).dns, { cache_ttl_ms: 30_000, negative_ttl_ms: 5_000, cache_size: 10_000 });
+  const c = loadConfig({ file: tempFile('dns.yaml', 'dns:\n  cache_ttl_ms: 0\n  cache_size: 50\n') });
+  assert.deepEqual(c.dns, { cache_ttl_ms: 0, negative_ttl_ms: 5_000, cache_size: 50 });
+  assert.equal(c.timeouts.dns_ms, 5_000, 'timeouts.dns_ms stays where it was');
+
+  const bad = configError(() =>
+    loadConfig({ file: tempFile('bad-dns.json', JSON.stringify({ dns: { cache_ttl_ms: -1, negative_ttl_ms: 1.5, cache_size: 0, ttl: 5 } })) }),
+  );
+  for (const field of ['dns.cache_ttl_ms', 'dns.negative_ttl_ms', 'dns.cache_size']) assert.match(bad.message, new RegExp(`${field.replace('.', '\\.')}: `));
+  assert.match(bad.message, /dns\.ttl: unknown field/);
+  assert.match(configError(() => loadConfig({ flags: { dns: { cache_ttl_ms: 3_600_001 } } })).message, /dns\.cache_ttl_ms: .*\(from command-line flags\)/);
+});
