@@ -267,7 +267,11 @@ export async function runSoak(opts: SoakOptions): Promise<SoakReport> {
     ['gone.soak.test', echoA],
   ];
 
+  // The reference copy of every session a decision may still be replayed against. A session
+  // is dropped once it has ended and the replay has passed its end: kept for the whole run,
+  // this harness bookkeeping (not sluice) was what grew the heap of long soaks.
   const sessions = new Map<string, RefSession>();
+  const ended = new Map<string, number>();
   const counters = { created: 0, deleted: 0, expired: 0, heartbeats: 0, tunnels: 0, forwards: 0 };
   let seq = 0;
 
@@ -292,6 +296,77 @@ export async function runSoak(opts: SoakOptions): Promise<SoakReport> {
     }
   }, 250);
   const progress = setInterval(() => log(`${Math.round((Date.now() - started) / 1000)} s: ${JSON.stringify(counters)} rss ${(process.memoryUsage().rss / MiB).toFixed(0)} MiB (heap ${(process.memoryUsage().heapUsed / MiB).toFixed(0)}, external ${(process.memoryUsage().external / MiB).toFixed(0)}), open ${s.sluice.connections.size}`), 10_000);
+
+  // ---- replay every decision against the reference, as the run goes (see `sessions`)
+  const mismatches: string[] = [];
+  const world = (session: RefSession | undefined): RefWorld => ({ global: globals, builtin, sessions: session ? [session] : [], learning: [] });
+  let replayed = 0;
+  const replayRow = (r: any): void => {
+    if (r.container === null || !String(r.container).startsWith('w-')) return;
+    const session = r.session_id ? sessions.get(r.session_id) : undefined;
+    const what = `decision #${r.id} ${r.container} ${r.protocol} ${r.destination}:${r.port}`;
+    if (!session || session.container !== r.container) {
+      mismatches.push(`${what}: made under session ${r.session_id}, which this container never had`);
+      return;
+    }
+    replayed++;
+    const now = Date.parse(r.time);
+    const w = world(session);
+    const v = refDecide(w, r.container, r.destination, r.port, now, IMPLEMENTATION_REFINEMENTS);
+    let decision = v.action;
+    let reason: string = v.reason;
+    let winners = v.winners;
+    let address: string | null = null;
+    if (v.action === 'allow') {
+      const answers = net.isIP(r.destination) ? [r.destination] : (DNS[r.destination] ?? null);
+      if (answers) {
+        const passing = net.isIP(r.destination) ? answers : answers.filter((ip) => refAddressDenial(w, r.container, ip, r.port, now, IMPLEMENTATION_REFINEMENTS) === null);
+        if (passing.length === 0) {
+          const denial = refAddressDenial(w, r.container, answers[0]!, r.port, now, IMPLEMENTATION_REFINEMENTS)!;
+          decision = 'deny';
+          reason = 'address_denied';
+          winners = denial.winners;
+        } else {
+          address = passing[0]!;
+        }
+      }
+    }
+    const reasonOk = reason === 'rule_or_learning' ? r.reason === 'rule' || r.reason === 'learning' : r.reason === reason;
+    const ruleOk = winners.length === 0 ? r.rule_id === null || reason === 'rule_or_learning' : winners.includes(r.rule_id) || (reason === 'rule_or_learning' && r.rule_id === null);
+    if (r.decision !== decision || !reasonOk || !ruleOk || (address !== null && r.address !== address)) {
+      mismatches.push(`${what}: got ${r.decision}/${r.reason}/rule ${r.rule_id}/${r.address}, reference ${decision}/${reason}/rules ${JSON.stringify(winners)}/${address}`);
+    }
+  };
+  let lastId = 0;
+  /** Replays decisions newer than the last replayed one, oldest first, then forgets sessions it is past. */
+  const replayNew = async (): Promise<void> => {
+    const fresh: any[] = [];
+    let cursor: string | null = null;
+    // Pages come newest first; stop at the first page that reaches what was replayed.
+    for (;;) {
+      const page: { status: number; body: any } = await api('GET', `/api/decisions?limit=1000${cursor ? `&cursor=${cursor}` : ''}`);
+      const rows = page.body.decisions as any[];
+      for (const r of rows) if (r.id > lastId) fresh.push(r);
+      cursor = page.body.next_cursor;
+      if (!cursor || rows.length === 0 || rows[rows.length - 1].id <= lastId) break;
+    }
+    fresh.sort((a, b) => a.id - b.id);
+    for (const r of fresh) replayRow(r);
+    if (fresh.length === 0) return;
+    lastId = fresh[fresh.length - 1].id;
+    // Decision ids follow decision time, so nothing older than the last replayed decision can
+    // still arrive: a session that ended before it (with a margin for the clock) is done.
+    const replayedUpTo = Date.parse(fresh[fresh.length - 1].time) - 2000;
+    for (const [id, at] of ended) {
+      if (at >= replayedUpTo) continue;
+      sessions.delete(id);
+      ended.delete(id);
+    }
+  };
+  let replaying = Promise.resolve();
+  const replayer = setInterval(() => {
+    replaying = replaying.then(replayNew).catch((err: Error) => void problems.push(`replay: ${err.message}`));
+  }, 10_000);
 
   const worker = async (k: number): Promise<void> => {
     const container = `w-${k}`;
@@ -353,18 +428,22 @@ export async function runSoak(opts: SoakOptions): Promise<SoakReport> {
         if (del.status === 200) counters.deleted++;
         else if (del.status === 404 && expiredBy(sent)) counters.expired++;
         else problems.push(`delete ${id}: ${del.status}`);
+        ended.set(id, Date.now());
       } else {
         // Let it expire: the sweeper must remove it (and its rules) by itself.
         await sleep(Math.max(0, expiresAt - Date.now()) + 400);
         const gone = await api('GET', `/api/sessions/${id}`);
         if (gone.status !== 404) problems.push(`expired session ${id} still answers ${gone.status}`);
         else counters.expired++;
+        ended.set(id, Date.now());
       }
     }
   };
   await Promise.all(Array.from({ length: opts.workers }, (_, k) => worker(k)));
   clearInterval(progress);
   clearInterval(sampler);
+  clearInterval(replayer);
+  await replaying;
   const durationMs = Date.now() - started;
 
   // ---- the churn is over: memory now, before the replay below allocates its own
@@ -376,53 +455,7 @@ export async function runSoak(opts: SoakOptions): Promise<SoakReport> {
   const m = process.memoryUsage();
   rss.end = m.rss;
 
-  // ---- replay every decision against the reference
-  const rows: any[] = [];
-  let cursor: string | null = null;
-  do {
-    const page: { status: number; body: any } = await api('GET', `/api/decisions?limit=1000${cursor ? `&cursor=${cursor}` : ''}`);
-    rows.push(...page.body.decisions);
-    cursor = page.body.next_cursor;
-  } while (cursor);
-  const mismatches: string[] = [];
-  const world = (session: RefSession | undefined): RefWorld => ({ global: globals, builtin, sessions: session ? [session] : [], learning: [] });
-  let replayed = 0;
-  for (const r of rows) {
-    if (r.container === null || !String(r.container).startsWith('w-')) continue;
-    const session = r.session_id ? sessions.get(r.session_id) : undefined;
-    const what = `decision #${r.id} ${r.container} ${r.protocol} ${r.destination}:${r.port}`;
-    if (!session || session.container !== r.container) {
-      mismatches.push(`${what}: made under session ${r.session_id}, which this container never had`);
-      continue;
-    }
-    replayed++;
-    const now = Date.parse(r.time);
-    const w = world(session);
-    const v = refDecide(w, r.container, r.destination, r.port, now, IMPLEMENTATION_REFINEMENTS);
-    let decision = v.action;
-    let reason: string = v.reason;
-    let winners = v.winners;
-    let address: string | null = null;
-    if (v.action === 'allow') {
-      const answers = net.isIP(r.destination) ? [r.destination] : (DNS[r.destination] ?? null);
-      if (answers) {
-        const passing = net.isIP(r.destination) ? answers : answers.filter((ip) => refAddressDenial(w, r.container, ip, r.port, now, IMPLEMENTATION_REFINEMENTS) === null);
-        if (passing.length === 0) {
-          const denial = refAddressDenial(w, r.container, answers[0]!, r.port, now, IMPLEMENTATION_REFINEMENTS)!;
-          decision = 'deny';
-          reason = 'address_denied';
-          winners = denial.winners;
-        } else {
-          address = passing[0]!;
-        }
-      }
-    }
-    const reasonOk = reason === 'rule_or_learning' ? r.reason === 'rule' || r.reason === 'learning' : r.reason === reason;
-    const ruleOk = winners.length === 0 ? r.rule_id === null || reason === 'rule_or_learning' : winners.includes(r.rule_id) || (reason === 'rule_or_learning' && r.rule_id === null);
-    if (r.decision !== decision || !reasonOk || !ruleOk || (address !== null && r.address !== address)) {
-      mismatches.push(`${what}: got ${r.decision}/${r.reason}/rule ${r.rule_id}/${r.address}, reference ${decision}/${reason}/rules ${JSON.stringify(winners)}/${address}`);
-    }
-  }
+  await replayNew();
 
   // ---- every socket and timer back to where it started
   agent.destroy();
