@@ -7,6 +7,7 @@
 // with their values before the churn. Only loopback is ever dialled.
 import http from 'node:http';
 import net from 'node:net';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import { startTestSluice, type TestSluice } from '../helpers/harness.js';
@@ -45,6 +46,12 @@ export interface SoakReport {
   readonly heapMiB: { readonly warm: number; readonly end: number };
   /** Memory outside the JS heap at the end (Buffers, SQLite and other native allocations are in RSS only). */
   readonly externalMiB: { readonly external: number; readonly arrayBuffers: number };
+  /**
+   * How late the event loop ran (sluice and this harness share it). The workers' timing
+   * (use a session only while it has 700 ms left) assumes far less than that; a run on a
+   * machine busy enough to stall the loop for longer reports expired-session refusals.
+   */
+  readonly eventLoopDelayMs: { readonly p99: number; readonly max: number };
   readonly handles: { readonly baseline: Record<string, number>; readonly end: Record<string, number> };
 }
 
@@ -281,6 +288,8 @@ export async function runSoak(opts: SoakOptions): Promise<SoakReport> {
   // RSS at every tenth of the run, to show whether it is flat after warm-up.
   const trend: number[] = [];
   const baseline = resources();
+  const loopDelay = monitorEventLoopDelay({ resolution: 20 });
+  loopDelay.enable();
   const started = Date.now();
   const deadline = started + opts.durationMs;
   const warmAt = started + Math.min(opts.durationMs * 0.3, 60_000);
@@ -444,6 +453,7 @@ export async function runSoak(opts: SoakOptions): Promise<SoakReport> {
   clearInterval(sampler);
   clearInterval(replayer);
   await replaying;
+  loopDelay.disable();
   const durationMs = Date.now() - started;
 
   // ---- the churn is over: memory now, before the replay below allocates its own
@@ -479,6 +489,7 @@ export async function runSoak(opts: SoakOptions): Promise<SoakReport> {
     rssMiB: { start: rss.start / MiB, warm: rss.warm / MiB, end: rss.end / MiB, max: rss.max / MiB, trend },
     heapMiB: { warm: heapWarm / MiB, end: m.heapUsed / MiB },
     externalMiB: { external: m.external / MiB, arrayBuffers: m.arrayBuffers / MiB },
+    eventLoopDelayMs: { p99: loopDelay.percentile(99) / 1e6, max: loopDelay.max / 1e6 },
     handles: { baseline, end },
   };
   await s.close(true);
