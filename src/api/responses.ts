@@ -184,9 +184,8 @@ export const checkResultSchema = z.strictObject({
 
 // ---- observing -------------------------------------------------------------------------
 
-export const decisionSchema = z.strictObject({
-  id,
-  time,
+/** One connection attempt as decided: the audit trail's rows and `decision` events share these. */
+const attempt = {
   /** Null when the client could not be identified. */
   container: z.string().nullable(),
   session_id: z.string().nullable(),
@@ -201,6 +200,12 @@ export const decisionSchema = z.strictObject({
   reason: z.string(),
   layer: layerSchema.nullable(),
   rule_id: id.nullable(),
+};
+
+export const decisionSchema = z.strictObject({
+  id,
+  time,
+  ...attempt,
   /** Why an allowed connection failed upstream (`connection_refused`, ...). */
   error: z.string().nullable(),
   /** The connection's totals, once it closed. */
@@ -263,22 +268,7 @@ const ruleEventSchema = z.strictObject({
 
 /** One event, told apart by `type`. */
 export const eventDataSchema = z.discriminatedUnion('type', [
-  z.strictObject({
-    ...envelope,
-    type: z.literal('decision'),
-    container: z.string().nullable(),
-    decision_id: id,
-    session_id: z.string().nullable(),
-    protocol: z.string(),
-    client_address: z.string(),
-    destination: z.string(),
-    port: z.number().int().min(0).max(65_535),
-    address: z.string().nullable(),
-    decision: actionSchema,
-    reason: z.string(),
-    layer: layerSchema.nullable(),
-    rule_id: id.nullable(),
-  }),
+  z.strictObject({ ...envelope, type: z.literal('decision'), decision_id: id, ...attempt }),
   z.strictObject({
     ...envelope,
     type: z.enum(['session.created', 'session.updated', 'session.heartbeat', 'session.expired', 'session.deleted']),

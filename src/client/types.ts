@@ -4,37 +4,7 @@
 // from src/api/responses.ts, which the client also checks every answer against. A field
 // the server adds, renames or makes nullable shows up here at compile time.
 import type { z } from 'zod';
-import type {
-  apiErrorSchema,
-  checkResultSchema,
-  connectionClosedSchema,
-  connectionListSchema,
-  containerInfoSchema,
-  containerListSchema,
-  decisionPageSchema,
-  decisionSchema,
-  eventDataSchema,
-  healthSchema,
-  heartbeatResultSchema,
-  layerSchema,
-  learnedEntrySchema,
-  learnedReportSchema,
-  learningStateSchema,
-  openConnectionSchema,
-  promoteResultSchema,
-  proxyUrlsSchema,
-  actionSchema,
-  ruleDeletedSchema,
-  ruleListSchema,
-  ruleSchema,
-  ruleWithUsageSchema,
-  sessionCreatedSchema,
-  sessionDeletedSchema,
-  sessionDetailSchema,
-  sessionListSchema,
-  sessionSummarySchema,
-  webhookBatchSchema,
-} from '../api/responses.js';
+import type * as api from '../api/responses.js';
 import type { connectionsQuerySchema, promoteSchema } from '../api/routes-observe.js';
 import type {
   checkSchema,
@@ -99,46 +69,46 @@ export type ConnectionQuery = z.input<typeof connectionsQuerySchema>;
 
 // ---- responses (see src/api/responses.ts for what each field means) --------------
 
-export type Action = z.infer<typeof actionSchema>;
-export type Layer = z.infer<typeof layerSchema>;
+export type Action = z.infer<typeof api.actionSchema>;
+export type Layer = z.infer<typeof api.layerSchema>;
 
 /** A rule as sessions, checks and promotions show it. */
-export type Rule = z.infer<typeof ruleSchema>;
+export type Rule = z.infer<typeof api.ruleSchema>;
 /** A rule as `/api/rules` shows it: with `hit_count` and `last_used_at`. */
-export type RuleWithUsage = z.infer<typeof ruleWithUsageSchema>;
-export type RuleList = z.infer<typeof ruleListSchema>;
-export type RuleDeleted = z.infer<typeof ruleDeletedSchema>;
+export type RuleWithUsage = z.infer<typeof api.ruleWithUsageSchema>;
+export type RuleList = z.infer<typeof api.ruleListSchema>;
+export type RuleDeleted = z.infer<typeof api.ruleDeletedSchema>;
 
 /** Proxy URLs with the session's credentials embedded, ready for HTTP_PROXY / ALL_PROXY. */
-export type ProxyUrls = z.infer<typeof proxyUrlsSchema>;
-export type SessionCreated = z.infer<typeof sessionCreatedSchema>;
-export type SessionSummary = z.infer<typeof sessionSummarySchema>;
-export type SessionDetail = z.infer<typeof sessionDetailSchema>;
-export type SessionList = z.infer<typeof sessionListSchema>;
-export type HeartbeatResult = z.infer<typeof heartbeatResultSchema>;
-export type SessionDeleted = z.infer<typeof sessionDeletedSchema>;
+export type ProxyUrls = z.infer<typeof api.proxyUrlsSchema>;
+export type SessionCreated = z.infer<typeof api.sessionCreatedSchema>;
+export type SessionSummary = z.infer<typeof api.sessionSummarySchema>;
+export type SessionDetail = z.infer<typeof api.sessionDetailSchema>;
+export type SessionList = z.infer<typeof api.sessionListSchema>;
+export type HeartbeatResult = z.infer<typeof api.heartbeatResultSchema>;
+export type SessionDeleted = z.infer<typeof api.sessionDeletedSchema>;
 
-export type LearningState = z.infer<typeof learningStateSchema>;
-export type ContainerInfo = z.infer<typeof containerInfoSchema>;
-export type ContainerList = z.infer<typeof containerListSchema>;
+export type LearningState = z.infer<typeof api.learningStateSchema>;
+export type ContainerInfo = z.infer<typeof api.containerInfoSchema>;
+export type ContainerList = z.infer<typeof api.containerListSchema>;
 /** One destination a container reached in learning mode. */
-export type LearnedEntry = z.infer<typeof learnedEntrySchema>;
-export type LearnedReport = z.infer<typeof learnedReportSchema>;
-export type PromoteResult = z.infer<typeof promoteResultSchema>;
+export type LearnedEntry = z.infer<typeof api.learnedEntrySchema>;
+export type LearnedReport = z.infer<typeof api.learnedReportSchema>;
+export type PromoteResult = z.infer<typeof api.promoteResultSchema>;
 
-export type CheckResult = z.infer<typeof checkResultSchema>;
+export type CheckResult = z.infer<typeof api.checkResultSchema>;
 
-export type Decision = z.infer<typeof decisionSchema>;
-export type DecisionPage = z.infer<typeof decisionPageSchema>;
+export type Decision = z.infer<typeof api.decisionSchema>;
+export type DecisionPage = z.infer<typeof api.decisionPageSchema>;
 /** An open tunnel or in-flight forwarded request. */
-export type OpenConnection = z.infer<typeof openConnectionSchema>;
-export type ConnectionList = z.infer<typeof connectionListSchema>;
-export type ConnectionClosedResult = z.infer<typeof connectionClosedSchema>;
+export type OpenConnection = z.infer<typeof api.openConnectionSchema>;
+export type ConnectionList = z.infer<typeof api.connectionListSchema>;
+export type ConnectionClosedResult = z.infer<typeof api.connectionClosedSchema>;
 
 /** The `data:` of one live event (and one entry of a webhook POST), told apart by `type`. */
-export type EventData = z.infer<typeof eventDataSchema>;
+export type EventData = z.infer<typeof api.eventDataSchema>;
 /** The body of each webhook POST. */
-export type WebhookBatch = z.infer<typeof webhookBatchSchema>;
+export type WebhookBatch = z.infer<typeof api.webhookBatchSchema>;
 
 /** One server-sent event from `GET /api/events`. */
 export interface SluiceEvent {
@@ -154,5 +124,5 @@ export interface SluiceEvent {
 }
 
 /** Every non-2xx answer from sluice itself (`SluiceApiError` carries it). */
-export type ApiErrorBody = z.infer<typeof apiErrorSchema>;
-export type Health = z.infer<typeof healthSchema>;
+export type ApiErrorBody = z.infer<typeof api.apiErrorSchema>;
+export type Health = z.infer<typeof api.healthSchema>;

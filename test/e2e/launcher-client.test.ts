@@ -13,11 +13,10 @@ import {
   SluiceUnreachableError,
   isTransient,
   proxyEnv,
-  type Decision,
   type RecreatedInfo,
   type SessionCreated,
-  type SessionSummary,
 } from '../../src/index.js';
+import { decisionRow, sessionSummary } from '../helpers/api-fixtures.js';
 import { curl, eventually, startOrigin, startTestSluice, tempDir, type TestSluice } from '../helpers/harness.js';
 
 function clientFor(s: TestSluice): SluiceClient {
@@ -131,30 +130,6 @@ test('SluiceClient errors: API errors carry status, error and details; no answer
   assert.throws(() => new SluiceClient({ baseUrl: 'ftp://x' }), /http:\/\/ or https:\/\//);
 });
 
-/** A decision row as the API sends it. */
-function decisionRow(id: number): Decision {
-  return {
-    id,
-    time: '2030-01-01T00:00:00.000Z',
-    container: 'web',
-    session_id: null,
-    protocol: 'connect',
-    client_address: '127.0.0.1',
-    destination: 'example.com',
-    port: 443,
-    address: null,
-    decision: 'deny',
-    reason: 'default_deny',
-    layer: null,
-    rule_id: null,
-    error: null,
-    bytes_up: null,
-    bytes_down: null,
-    duration_ms: null,
-    close_reason: null,
-  };
-}
-
 test('decisions pages and the live event stream (against a stand-in API)', async (t) => {
   const seen: Array<{ url: string; auth: string | undefined }> = [];
   let eventsClosed = 0;
@@ -234,18 +209,7 @@ test('decisions pages and the live event stream (against a stand-in API)', async
 });
 
 test('answers are checked: another or an older server is a SluiceResponseError naming the field; added fields pass', async (t) => {
-  const current: SessionSummary = {
-    session_id: 's1',
-    container_name: 'web',
-    created_at: '2030-01-01T00:00:00.000Z',
-    expires_at: '2030-01-01T00:15:00.000Z',
-    ttl_seconds: 900,
-    allow_all: false,
-    source_ips: [],
-    metadata: null,
-    limits: null,
-    rule_count: 0,
-  };
+  const current = sessionSummary();
   const { limits: _limits, ...older } = current;
   const answers: Record<string, unknown> = {
     // A newer sluice: a field this client does not know, at the top and inside.

@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { run } from '../../src/cli/main.js';
 import { parseDestSpec, UsageError, type DestSpec } from '../../src/cli/client-commands.js';
 import { formatTable } from '../../src/cli/output.js';
-import type { CheckResult, ContainerInfo, RuleWithUsage, SessionCreated, SessionSummary } from '../../src/client/types.js';
+import { CONTAINER, RULE, SESSION_CREATED, T0, checkResult as verdict, sessionSummary as summary } from '../helpers/api-fixtures.js';
 
 // ---- DEST[:PORTS] ------------------------------------------------------------
 
@@ -66,69 +66,9 @@ interface Recorded {
 
 type Reply = { status: number; body?: unknown };
 
-// Bodies as the API sends them: typed by its response schemas, and the client checks them.
-const T0 = '2030-01-01T00:00:00.000Z';
-const RULE: RuleWithUsage = {
-  id: 12,
-  layer: 'global',
-  session_id: null,
-  container_pattern: 'web-*',
-  destination_pattern: 'api.example.com',
-  port_pattern: '443',
-  action: 'deny',
-  expires_at: null,
-  notes: null,
-  created_at: T0,
-  hit_count: 0,
-  last_used_at: null,
-};
-const SESSION: SessionCreated = {
-  session_id: 's1',
-  container_name: 'web',
-  created_at: T0,
-  expires_at: T0,
-  rules_created: 0,
-  allow_all: false,
-  proxy_token: 'pt',
-  proxy: { http: 'http://web:pt@h:3128', socks5: 'socks5h://web:pt@h:1080' },
-};
-const summary = (over: Partial<SessionSummary>): SessionSummary => ({
-  session_id: 'abc',
-  container_name: 'web',
-  created_at: T0,
-  expires_at: T0,
-  ttl_seconds: 900,
-  allow_all: false,
-  source_ips: [],
-  metadata: null,
-  limits: null,
-  rule_count: 0,
-  ...over,
-});
-const CONTAINER: ContainerInfo = {
-  container_name: 'web',
-  current_session: null,
-  active_sessions: [],
-  learning: { active: false, source: null, operator_switch: { enabled: false, expires_at: null } },
-  rule_counts: { session: 0, global: 0 },
-};
-const verdict = (over: Partial<CheckResult>): CheckResult => ({
-  decision: 'deny',
-  layer: null,
-  rule: null,
-  reason: 'default_deny',
-  explanation: 'no rule matched (default deny)',
-  destination: 'x.org',
-  port: 1,
-  session_id: null,
-  learning: null,
-  would_be: null,
-  ...over,
-});
-
 /** What the API answers each route with, unless a test says otherwise. */
 const STANDARD: Array<[method: string, path: RegExp, body: (m: RegExpExecArray) => unknown]> = [
-  ['POST', /^\/api\/sessions$/, () => SESSION],
+  ['POST', /^\/api\/sessions$/, () => SESSION_CREATED],
   ['GET', /^\/api\/sessions$/, () => ({ sessions: [] })],
   ['POST', /^\/api\/rules$/, () => RULE],
   ['GET', /^\/api\/rules$/, () => ({ rules: [] })],
@@ -249,7 +189,7 @@ test('session create sends only what was given', async () => {
 
 test('session list prints a table, or JSON with --json', async () => {
   const sessions = [
-    summary({ session_id: 'abc', container_name: 'web', rule_count: 2 }),
+    summary({ session_id: 'abc', rule_count: 2 }),
     summary({ session_id: 'd', container_name: 'worker-1', expires_at: '2030-01-02T00:00:00.000Z', allow_all: true, source_ips: ['10.0.0.1'] }),
   ];
   reply = () => ({ status: 200, body: { sessions } });
