@@ -8,6 +8,6 @@ export {
   type RecreatedInfo,
   type RecreateReason,
 } from './client/managed-session.js';
-export { SluiceApiError, SluiceUnreachableError, isTransient } from './client/errors.js';
+export { SluiceApiError, SluiceResponseError, SluiceUnreachableError, isTransient } from './client/errors.js';
 export { proxyEnv } from './client/proxy-env.js';
 export type * from './client/types.js';

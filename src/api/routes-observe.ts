@@ -8,7 +8,9 @@ import { EVENT_TYPES, eventJson, type EventBus, type EventType } from '../events
 import { lagJudge, lagLimits } from '../events/lag.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { nameSchema } from '../control/schemas.js';
+import type { Layer } from '../policy/rules.js';
 import { parseInput } from './input.js';
+import type { ConnectionClosedResult, ConnectionList, Decision, DecisionPage } from '../client/types.js';
 import { parseHost } from '../policy/host.js';
 
 export interface OpenConnection {
@@ -25,7 +27,7 @@ export interface OpenConnection {
   readonly since: number;
   readonly bytesUp: number;
   readonly bytesDown: number;
-  readonly layer: string | null;
+  readonly layer: Layer | null;
   readonly ruleId: number | null;
   readonly reason: string;
 }
@@ -44,7 +46,7 @@ export interface ObserveDeps {
   readonly maxEventBufferBytes: number;
 }
 
-const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString());
+const iso = (ms: number): string => new Date(ms).toISOString();
 
 function canonicalHost(text: string): string {
   try {
@@ -83,20 +85,22 @@ const eventsQuery = z
   })
   .strict();
 
-const connectionsQuery = z.object({ container: nameSchema.optional() }).strict();
+export const connectionsQuerySchema = z.object({ container: nameSchema.optional() }).strict();
 const connectionParams = z.object({ id: z.coerce.number().int().min(1) });
 const nameParams = z.object({ name: nameSchema });
 
-const promoteBody = z
+export const promoteSchema = z
   .object({
+    /** `container` (default): global rules for this container only; `global`: for every container. */
     scope: z.enum(['container', 'global']).default('container'),
+    /** Only these learned destinations (default: all of them). */
     destinations: z.array(z.string().min(1).max(300)).max(10_000).optional(),
+    /** Group two or more siblings (a.cdn.x, b.cdn.x) into `*.cdn.x`, never over a public suffix. */
     collapse_subdomains: z.boolean().default(false),
   })
   .strict();
-export type PromoteInput = z.infer<typeof promoteBody>;
 
-export function decisionJson(r: DecisionRow) {
+export function decisionJson(r: DecisionRow): Decision {
   return {
     id: r.id,
     time: iso(r.time),
@@ -109,7 +113,8 @@ export function decisionJson(r: DecisionRow) {
     address: r.address,
     decision: r.decision,
     reason: r.reason,
-    layer: r.layer,
+    // The audit trail stores the layer as text; only ever written from a Layer.
+    layer: r.layer as Layer | null,
     rule_id: r.rule_id,
     error: r.error,
     bytes_up: r.bytes_up,
@@ -122,7 +127,7 @@ export function decisionJson(r: DecisionRow) {
 export function registerObserveRoutes(app: FastifyInstance, deps: ObserveDeps): void {
   const { audit, bus, connections, learning, metrics } = deps;
 
-  app.get('/api/decisions', async (req) => {
+  app.get('/api/decisions', async (req): Promise<DecisionPage> => {
     const q = parseInput(decisionsQuery, req.query, 'query');
     const rows = audit.query({
       container: q.container,
@@ -140,8 +145,8 @@ export function registerObserveRoutes(app: FastifyInstance, deps: ObserveDeps): 
     return { decisions: page.map(decisionJson), next_cursor: rows.length > q.limit && last ? String(last.id) : null };
   });
 
-  app.get('/api/connections', async (req) => {
-    const q = parseInput(connectionsQuery, req.query, 'query');
+  app.get('/api/connections', async (req): Promise<ConnectionList> => {
+    const q = parseInput(connectionsQuerySchema, req.query, 'query');
     return {
       connections: connections.list(q.container).map((c) => ({
         id: c.id,
@@ -166,13 +171,13 @@ export function registerObserveRoutes(app: FastifyInstance, deps: ObserveDeps): 
   app.delete('/api/connections/:id', async (req, reply) => {
     const { id } = parseInput(connectionParams, req.params, 'path');
     if (!connections.close(id, 'closed_by_operator')) return reply.code(404).send({ error: 'connection not found', details: [] });
-    return { id, closed: true };
+    return { id, closed: true } satisfies ConnectionClosedResult;
   });
 
   app.get('/api/containers/:name/learned', async (req) => learning.report(parseInput(nameParams, req.params, 'path').name));
 
   app.post('/api/containers/:name/learned/promote', async (req) =>
-    learning.promote(parseInput(nameParams, req.params, 'path').name, parseInput(promoteBody, req.body ?? {}, '')),
+    learning.promote(parseInput(nameParams, req.params, 'path').name, parseInput(promoteSchema, req.body ?? {}, '')),
   );
 
   app.get('/api/events', (req, reply) => {

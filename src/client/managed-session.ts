@@ -55,7 +55,7 @@ export class ManagedSession extends EventEmitter<ManagedSessionEvents> {
   private reregister = false;
   private closing: Promise<void> | undefined;
   private recorded: Error[] = [];
-  private lastExpiresAt: string | null;
+  private lastExpiresAt: string;
 
   /** Use `SluiceClient.startSession()`. */
   static async start(client: SluiceClient, body: SessionCreateRequest, options: ManagedSessionOptions = {}): Promise<ManagedSession> {
@@ -104,7 +104,7 @@ export class ManagedSession extends EventEmitter<ManagedSessionEvents> {
   }
 
   /** When the session expires unless heartbeated (ISO 8601), as last reported by the API. */
-  get expiresAt(): string | null {
+  get expiresAt(): string {
     return this.lastExpiresAt;
   }
 
@@ -226,7 +226,7 @@ export class ManagedSession extends EventEmitter<ManagedSessionEvents> {
 
 function defaultInterval(body: SessionCreateRequest, created: SessionCreated): number {
   let ttlMs = body.ttl_seconds !== undefined ? body.ttl_seconds * 1000 : NaN;
-  if (!Number.isFinite(ttlMs) && created.created_at && created.expires_at) {
+  if (!Number.isFinite(ttlMs)) {
     ttlMs = Date.parse(created.expires_at) - Date.parse(created.created_at);
   }
   if (!Number.isFinite(ttlMs) || ttlMs <= 0) ttlMs = 900_000;

@@ -1,7 +1,29 @@
 // A typed client for sluice's control API, for launchers and tools written in TypeScript
-// or JavaScript (`import { SluiceClient } from 'sluice'`). It has no dependencies beyond
-// Node's fetch, and the CLI's client commands use it too.
-import { SluiceApiError, SluiceUnreachableError } from './errors.js';
+// or JavaScript (`import { SluiceClient } from 'sluice'`). It needs Node's fetch and zod,
+// and the CLI's client commands use it too. Every answer is checked against the API's
+// response schemas (src/api/responses.ts): a launcher talking to something that is not a
+// matching sluice gets a SluiceResponseError naming the field, not undefined later on.
+import type { z } from 'zod';
+import {
+  checkResultSchema,
+  connectionClosedSchema,
+  connectionListSchema,
+  containerInfoSchema,
+  containerListSchema,
+  decisionPageSchema,
+  healthSchema,
+  heartbeatResultSchema,
+  learnedReportSchema,
+  promoteResultSchema,
+  ruleDeletedSchema,
+  ruleListSchema,
+  ruleWithUsageSchema,
+  sessionCreatedSchema,
+  sessionDeletedSchema,
+  sessionDetailSchema,
+  sessionListSchema,
+} from '../api/responses.js';
+import { SluiceApiError, SluiceUnreachableError, checkResponse } from './errors.js';
 import { ManagedSession, type ManagedSessionOptions } from './managed-session.js';
 import { SseParser, type RawServerEvent } from './sse.js';
 import type {
@@ -22,12 +44,12 @@ import type {
   LearningRequest,
   PromoteRequest,
   PromoteResult,
-  Rule,
   RuleCreateRequest,
   RuleDeleted,
   RuleList,
   RuleListQuery,
   RulePatchRequest,
+  RuleWithUsage,
   SessionCreated,
   SessionCreateRequest,
   SessionDeleted,
@@ -87,7 +109,7 @@ export class SluiceClient {
   // ---- sessions ----
 
   createSession(body: SessionCreateRequest): Promise<SessionCreated> {
-    return this.request('POST', '/api/sessions', body);
+    return this.call(sessionCreatedSchema, 'POST', '/api/sessions', body);
   }
 
   /**
@@ -100,56 +122,56 @@ export class SluiceClient {
   }
 
   getSession(id: string): Promise<SessionDetail> {
-    return this.request('GET', `/api/sessions/${seg(id)}`);
+    return this.call(sessionDetailSchema, 'GET', `/api/sessions/${seg(id)}`);
   }
 
   listSessions(): Promise<SessionList> {
-    return this.request('GET', '/api/sessions');
+    return this.call(sessionListSchema, 'GET', '/api/sessions');
   }
 
   /** Extends the session by its TTL; a 404 SluiceApiError when it is gone or expired. */
   heartbeat(id: string): Promise<HeartbeatResult> {
-    return this.request('POST', `/api/sessions/${seg(id)}/heartbeat`);
+    return this.call(heartbeatResultSchema, 'POST', `/api/sessions/${seg(id)}/heartbeat`);
   }
 
   deleteSession(id: string): Promise<SessionDeleted> {
-    return this.request('DELETE', `/api/sessions/${seg(id)}`);
+    return this.call(sessionDeletedSchema, 'DELETE', `/api/sessions/${seg(id)}`);
   }
 
   // ---- rules ----
 
   listRules(query: RuleListQuery = {}): Promise<RuleList> {
-    return this.request('GET', `/api/rules${queryString({ ...query })}`);
+    return this.call(ruleListSchema, 'GET', `/api/rules${queryString({ ...query })}`);
   }
 
-  getRule(id: number): Promise<Rule> {
-    return this.request('GET', `/api/rules/${seg(String(id))}`);
+  getRule(id: number): Promise<RuleWithUsage> {
+    return this.call(ruleWithUsageSchema, 'GET', `/api/rules/${seg(String(id))}`);
   }
 
-  createRule(body: RuleCreateRequest): Promise<Rule> {
-    return this.request('POST', '/api/rules', body);
+  createRule(body: RuleCreateRequest): Promise<RuleWithUsage> {
+    return this.call(ruleWithUsageSchema, 'POST', '/api/rules', body);
   }
 
-  updateRule(id: number, patch: RulePatchRequest): Promise<Rule> {
-    return this.request('PATCH', `/api/rules/${seg(String(id))}`, patch);
+  updateRule(id: number, patch: RulePatchRequest): Promise<RuleWithUsage> {
+    return this.call(ruleWithUsageSchema, 'PATCH', `/api/rules/${seg(String(id))}`, patch);
   }
 
   deleteRule(id: number): Promise<RuleDeleted> {
-    return this.request('DELETE', `/api/rules/${seg(String(id))}`);
+    return this.call(ruleDeletedSchema, 'DELETE', `/api/rules/${seg(String(id))}`);
   }
 
   // ---- containers and learning ----
 
   listContainers(): Promise<ContainerList> {
-    return this.request('GET', '/api/containers');
+    return this.call(containerListSchema, 'GET', '/api/containers');
   }
 
   getContainer(name: string): Promise<ContainerInfo> {
-    return this.request('GET', `/api/containers/${seg(name)}`);
+    return this.call(containerInfoSchema, 'GET', `/api/containers/${seg(name)}`);
   }
 
   setLearning(container: string, body: LearningRequest): Promise<ContainerInfo> {
-    return this.request('PUT', `/api/containers/${seg(container)}/learning`, body);
+    return this.call(containerInfoSchema, 'PUT', `/api/containers/${seg(container)}/learning`, body);
   }
 
   /** Learning mode on: allow (and record) everything not denied by a global rule. */
@@ -163,26 +185,26 @@ export class SluiceClient {
 
   /** What the container reached in learning mode, with what the rules alone would have decided. */
   learned(container: string): Promise<LearnedReport> {
-    return this.request('GET', `/api/containers/${seg(container)}/learned`);
+    return this.call(learnedReportSchema, 'GET', `/api/containers/${seg(container)}/learned`);
   }
 
   /** Turns learned destinations into allow rules (skipping what is already allowed); returns what it created. */
   promoteLearned(container: string, body: PromoteRequest = {}): Promise<PromoteResult> {
-    return this.request('POST', `/api/containers/${seg(container)}/learned/promote`, body);
+    return this.call(promoteResultSchema, 'POST', `/api/containers/${seg(container)}/learned/promote`, body);
   }
 
   // ---- policy ----
 
   /** What the proxy would decide for this connection, through the proxy's own code path. */
   check(body: CheckRequest): Promise<CheckResult> {
-    return this.request('POST', '/api/check', body);
+    return this.call(checkResultSchema, 'POST', '/api/check', body);
   }
 
   // ---- observing ----
 
   /** One page of the decision log, newest first. */
   decisions(query: DecisionQuery = {}): Promise<DecisionPage> {
-    return this.request('GET', `/api/decisions${queryString({ ...query })}`);
+    return this.call(decisionPageSchema, 'GET', `/api/decisions${queryString({ ...query })}`);
   }
 
   /** Every decision matching `query`, following `next_cursor` page by page. */
@@ -191,19 +213,19 @@ export class SluiceClient {
     for (;;) {
       const page = await this.decisions({ ...query, cursor });
       yield* page.decisions;
-      if (page.next_cursor === null || page.next_cursor === undefined || page.decisions.length === 0) return;
+      if (page.next_cursor === null || page.decisions.length === 0) return;
       cursor = page.next_cursor;
     }
   }
 
   /** Open tunnels and in-flight forwarded requests. */
   connections(query: ConnectionQuery = {}): Promise<ConnectionList> {
-    return this.request('GET', `/api/connections${queryString({ ...query })}`);
+    return this.call(connectionListSchema, 'GET', `/api/connections${queryString({ ...query })}`);
   }
 
   /** Closes one open connection (recorded with close reason `closed_by_operator`). */
   closeConnection(id: number): Promise<ConnectionClosedResult> {
-    return this.request('DELETE', `/api/connections/${seg(String(id))}`);
+    return this.call(connectionClosedSchema, 'DELETE', `/api/connections/${seg(String(id))}`);
   }
 
   /**
@@ -251,7 +273,7 @@ export class SluiceClient {
 
   /** `GET /healthz` (no token needed). */
   health(): Promise<Health> {
-    return this.request('GET', '/healthz');
+    return this.call(healthSchema, 'GET', '/healthz');
   }
 
   // ---- transport ----
@@ -259,7 +281,7 @@ export class SluiceClient {
   /**
    * One JSON request. `path` is relative to the base URL (leading "/" optional); callers
    * encode path segments. Throws SluiceApiError on a non-2xx answer, SluiceUnreachableError
-   * when there is none.
+   * when there is none. The answer is not checked: `T` is the caller's word for it.
    */
   async request<T>(method: HttpMethod, path: string, body?: unknown): Promise<T> {
     const url = this.url(path);
@@ -282,6 +304,11 @@ export class SluiceClient {
     }
     if (!res.ok) throw toApiError(res, text);
     return (text === '' ? undefined : parseJson(text)) as T;
+  }
+
+  /** `request`, with the answer checked against the route's response schema. */
+  private async call<S extends z.ZodType>(schema: S, method: HttpMethod, path: string, body?: unknown): Promise<z.output<S>> {
+    return checkResponse(schema, await this.request<unknown>(method, path, body), `${method} ${path.split('?')[0]}`);
   }
 
   private base(): URL {

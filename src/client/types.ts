@@ -1,8 +1,11 @@
 // Request and response shapes of the sluice control API, for launchers written in
-// TypeScript. Request types come straight from the server's zod schemas (their *input*
-// side: defaults are optional), so a field the server adds or renames shows up here at
-// compile time. Response types mirror what src/control/control.ts and the API routes return.
+// TypeScript. Both come from the server's zod schemas: requests from their *input* side
+// (src/control/schemas.ts, src/api/routes-observe.ts: defaults are optional), responses
+// from src/api/responses.ts, which the client also checks every answer against. A field
+// the server adds, renames or makes nullable shows up here at compile time.
 import type { z } from 'zod';
+import type * as api from '../api/responses.js';
+import type { connectionsQuerySchema, promoteSchema } from '../api/routes-observe.js';
 import type {
   checkSchema,
   learningSchema,
@@ -59,214 +62,53 @@ export interface EventQuery {
 }
 
 /** `POST /api/containers/{name}/learned/promote`. */
-export interface PromoteRequest {
-  /** `container` (default): global rules for this container only; `global`: for every container. */
-  scope?: 'container' | 'global';
-  /** Only these learned destinations (default: all of them). */
-  destinations?: string[];
-  /** Group two or more siblings (a.cdn.x, b.cdn.x) into `*.cdn.x`, never over a public suffix. */
-  collapse_subdomains?: boolean;
-}
+export type PromoteRequest = z.input<typeof promoteSchema>;
 
 /** `GET /api/connections?...` */
-export interface ConnectionQuery {
-  container?: string;
-}
+export type ConnectionQuery = z.input<typeof connectionsQuerySchema>;
 
-// ---- responses -----------------------------------------------------------------
+// ---- responses (see src/api/responses.ts for what each field means) --------------
 
-export type Action = 'allow' | 'deny';
-export type Layer = 'global' | 'session' | 'builtin';
+export type Action = z.infer<typeof api.actionSchema>;
+export type Layer = z.infer<typeof api.layerSchema>;
 
-export interface Rule {
-  id: number;
-  layer: Layer;
-  session_id: string | null;
-  container_pattern: string;
-  destination_pattern: string;
-  port_pattern: string;
-  action: Action;
-  /** ISO 8601, or null for no expiry. */
-  expires_at: string | null;
-  notes: string | null;
-  created_at: string | null;
-}
+/** A rule as sessions, checks and promotions show it. */
+export type Rule = z.infer<typeof api.ruleSchema>;
+/** A rule as `/api/rules` shows it: with `hit_count` and `last_used_at`. */
+export type RuleWithUsage = z.infer<typeof api.ruleWithUsageSchema>;
+export type RuleList = z.infer<typeof api.ruleListSchema>;
+export type RuleDeleted = z.infer<typeof api.ruleDeletedSchema>;
 
 /** Proxy URLs with the session's credentials embedded, ready for HTTP_PROXY / ALL_PROXY. */
-export interface ProxyUrls {
-  /** `http://<container>:<token>@host:port` */
-  http: string;
-  /** `socks5h://<container>:<token>@host:port` */
-  socks5: string;
-}
+export type ProxyUrls = z.infer<typeof api.proxyUrlsSchema>;
+export type SessionCreated = z.infer<typeof api.sessionCreatedSchema>;
+export type SessionSummary = z.infer<typeof api.sessionSummarySchema>;
+export type SessionDetail = z.infer<typeof api.sessionDetailSchema>;
+export type SessionList = z.infer<typeof api.sessionListSchema>;
+export type HeartbeatResult = z.infer<typeof api.heartbeatResultSchema>;
+export type SessionDeleted = z.infer<typeof api.sessionDeletedSchema>;
 
-export interface SessionCreated {
-  session_id: string;
-  container_name: string;
-  created_at: string | null;
-  expires_at: string | null;
-  rules_created: number;
-  allow_all: boolean;
-  /** The proxy password for this session (username = container name). */
-  proxy_token: string;
-  proxy: ProxyUrls;
-}
-
-export interface SessionSummary {
-  session_id: string;
-  container_name: string;
-  created_at: string | null;
-  expires_at: string | null;
-  ttl_seconds: number;
-  allow_all: boolean;
-  source_ips: string[];
-  metadata: Record<string, unknown> | null;
-  rule_count: number;
-}
-
-export interface SessionDetail extends Omit<SessionSummary, 'rule_count'> {
-  rules: Rule[];
-}
-
-export interface SessionList {
-  sessions: SessionSummary[];
-}
-
-export interface HeartbeatResult {
-  session_id: string;
-  expires_at: string | null;
-}
-
-export interface SessionDeleted {
-  session_id: string;
-  deleted: true;
-}
-
-export interface RuleList {
-  rules: Rule[];
-}
-
-export interface RuleDeleted {
-  id: number;
-  deleted: true;
-}
-
-export interface ContainerInfo {
-  container_name: string;
-  current_session: SessionSummary | null;
-  active_sessions: string[];
-  learning: {
-    active: boolean;
-    /** Why learning is on (`session`, `operator`), or null. */
-    source: string | null;
-    operator_switch: { enabled: boolean; expires_at: string | null };
-  };
-  rule_counts: { session: number; global: number };
-}
-
-export interface ContainerList {
-  containers: ContainerInfo[];
-}
-
-export interface CheckResult {
-  decision: Action;
-  layer: Layer | null;
-  rule: Rule | null;
-  reason: string;
-  explanation: string;
-  destination?: string;
-  port?: number;
-  session_id?: string | null;
-  learning?: unknown;
-  would_be?: { decision: Action; layer: Layer | null; rule: Rule | null } | null;
-  /** Addresses the proxy would dial (allowed, resolved checks). */
-  addresses?: string[];
-  dns_error?: string;
-}
-
-export interface Decision {
-  id: number;
-  time: string | null;
-  container: string | null;
-  session_id: string | null;
-  protocol: string;
-  client_address: string;
-  destination: string;
-  port: number;
-  address: string | null;
-  decision: Action;
-  reason: string;
-  layer: string | null;
-  rule_id: number | null;
-  error: string | null;
-  bytes_up: number | null;
-  bytes_down: number | null;
-  duration_ms: number | null;
-  close_reason: string | null;
-}
-
-export interface DecisionPage {
-  decisions: Decision[];
-  /** Pass as `cursor` for the next (older) page; null on the last page. */
-  next_cursor: string | null;
-}
-
+export type LearningState = z.infer<typeof api.learningStateSchema>;
+export type ContainerInfo = z.infer<typeof api.containerInfoSchema>;
+export type ContainerList = z.infer<typeof api.containerListSchema>;
 /** One destination a container reached in learning mode. */
-export interface LearnedEntry {
-  destination: string;
-  port: number;
-  /** ISO 8601. */
-  first_seen: string;
-  last_seen: string;
-  count: number;
-  /** What the rules alone (without learning mode) would have decided. */
-  would_be: { decision: Action; layer: Layer | null; rule_id: number | null };
-}
+export type LearnedEntry = z.infer<typeof api.learnedEntrySchema>;
+export type LearnedReport = z.infer<typeof api.learnedReportSchema>;
+export type PromoteResult = z.infer<typeof api.promoteResultSchema>;
 
-export interface LearnedReport {
-  container_name: string;
-  learning: ContainerInfo['learning'];
-  learned: LearnedEntry[];
-}
+export type CheckResult = z.infer<typeof api.checkResultSchema>;
 
-export interface PromoteResult {
-  container_name: string;
-  /** The rules created (global layer; container-scoped unless `scope: global`). */
-  created: Rule[];
-  /** Learned destinations left alone, e.g. `already allowed`. */
-  skipped: Array<{ destination: string; port: number; reason: string }>;
-}
-
+export type Decision = z.infer<typeof api.decisionSchema>;
+export type DecisionPage = z.infer<typeof api.decisionPageSchema>;
 /** An open tunnel or in-flight forwarded request. */
-export interface OpenConnection {
-  id: number;
-  /** The decision record that admitted it (see `decisions()`). */
-  decision_id: number;
-  kind: 'tunnel' | 'forward';
-  protocol: string;
-  container: string;
-  session_id: string | null;
-  destination: string;
-  port: number;
-  /** The address dialled. */
-  address: string;
-  /** ISO 8601. */
-  since: string | null;
-  bytes_up: number;
-  bytes_down: number;
-  layer: string | null;
-  rule_id: number | null;
-  reason: string;
-}
+export type OpenConnection = z.infer<typeof api.openConnectionSchema>;
+export type ConnectionList = z.infer<typeof api.connectionListSchema>;
+export type ConnectionClosedResult = z.infer<typeof api.connectionClosedSchema>;
 
-export interface ConnectionList {
-  connections: OpenConnection[];
-}
-
-export interface ConnectionClosedResult {
-  id: number;
-  closed: true;
-}
+/** The `data:` of one live event (and one entry of a webhook POST), told apart by `type`. */
+export type EventData = z.infer<typeof api.eventDataSchema>;
+/** The body of each webhook POST. */
+export type WebhookBatch = z.infer<typeof api.webhookBatchSchema>;
 
 /** One server-sent event from `GET /api/events`. */
 export interface SluiceEvent {
@@ -274,11 +116,13 @@ export interface SluiceEvent {
   type: string;
   /** The SSE `id:` field, when sent. */
   id: string | undefined;
-  /** The `data:` JSON: `{type, time, container, ...}`. */
-  data: { type?: string; time?: string | null; container?: string | null; [key: string]: unknown };
+  /**
+   * The `data:` JSON as received: not checked, so that one odd event cannot end the
+   * stream. What sluice sends is an `EventData`.
+   */
+  data: { type?: string; time?: string; container?: string | null; [key: string]: unknown };
 }
 
-export interface Health {
-  status: string;
-  [key: string]: unknown;
-}
+/** Every non-2xx answer from sluice itself (`SluiceApiError` carries it). */
+export type ApiErrorBody = z.infer<typeof api.apiErrorSchema>;
+export type Health = z.infer<typeof api.healthSchema>;

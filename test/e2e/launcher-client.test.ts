@@ -5,7 +5,18 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { ManagedSession, SluiceApiError, SluiceClient, SluiceUnreachableError, proxyEnv, type RecreatedInfo, type SessionCreated } from '../../src/index.js';
+import {
+  ManagedSession,
+  SluiceApiError,
+  SluiceClient,
+  SluiceResponseError,
+  SluiceUnreachableError,
+  isTransient,
+  proxyEnv,
+  type RecreatedInfo,
+  type SessionCreated,
+} from '../../src/index.js';
+import { decisionRow, sessionSummary } from '../helpers/api-fixtures.js';
 import { curl, eventually, startOrigin, startTestSluice, tempDir, type TestSluice } from '../helpers/harness.js';
 
 function clientFor(s: TestSluice): SluiceClient {
@@ -130,7 +141,7 @@ test('decisions pages and the live event stream (against a stand-in API)', async
       return;
     }
     if (url.pathname === '/api/decisions') {
-      const page = url.searchParams.get('cursor') === '4' ? { decisions: [{ id: 3 }], next_cursor: null } : { decisions: [{ id: 5 }, { id: 4 }], next_cursor: '4' };
+      const page = url.searchParams.get('cursor') === '4' ? { decisions: [decisionRow(3)], next_cursor: null } : { decisions: [decisionRow(5), decisionRow(4)], next_cursor: '4' };
       res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(page));
       return;
     }
@@ -165,7 +176,7 @@ test('decisions pages and the live event stream (against a stand-in API)', async
   const client = new SluiceClient({ baseUrl: base, token: 'tok' });
 
   const page = await client.decisions({ container: 'web', decision: 'deny', since: new Date(0), limit: 2 });
-  assert.deepEqual(page, { decisions: [{ id: 5 }, { id: 4 }], next_cursor: '4' });
+  assert.deepEqual(page, { decisions: [decisionRow(5), decisionRow(4)], next_cursor: '4' });
   assert.equal(seen.at(-1)?.url, '/api/decisions?container=web&decision=deny&since=1970-01-01T00%3A00%3A00.000Z&limit=2');
   const all: number[] = [];
   for await (const d of client.allDecisions({ container: 'web' })) all.push(d.id);
@@ -195,6 +206,58 @@ test('decisions pages and the live event stream (against a stand-in API)', async
   await assert.rejects(async () => {
     for await (const _ of denied.events()) break;
   }, (err: unknown) => err instanceof SluiceApiError && err.status === 401);
+});
+
+test('answers are checked: another or an older server is a SluiceResponseError naming the field; added fields pass', async (t) => {
+  const current = sessionSummary();
+  const { limits: _limits, ...older } = current;
+  const answers: Record<string, unknown> = {
+    // A newer sluice: a field this client does not know, at the top and inside.
+    '/api/sessions': { sessions: [{ ...current, added_later: 1 }], also_new: true },
+    // An older sluice: no `limits` yet, and null creation times.
+    '/api/containers/web': { container_name: 'web', current_session: { ...older, created_at: null }, active_sessions: ['s1'], learning: {}, rule_counts: { session: 0, global: 0 } },
+    // Something else answering on the port.
+    '/api/rules/7': { id: '7', name: 'not a rule' },
+    '/healthz': [],
+  };
+  const server = createServer((req: IncomingMessage, res: ServerResponse) => {
+    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(answers[req.url ?? ''] ?? {}));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.after(async () => {
+    server.closeAllConnections();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+  const client = new SluiceClient({ baseUrl: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, token: 'tok' });
+
+  assert.deepEqual(await client.listSessions(), answers['/api/sessions'], 'added fields pass, and are kept');
+
+  const problems = async (p: Promise<unknown>): Promise<SluiceResponseError> => {
+    try {
+      await p;
+    } catch (err) {
+      assert.ok(err instanceof SluiceResponseError, `expected SluiceResponseError, got ${String(err)}`);
+      assert.equal(isTransient(err), false, 'a wrong server does not get better by retrying');
+      return err;
+    }
+    assert.fail('expected a SluiceResponseError');
+  };
+  const old = await problems(client.getContainer('web'));
+  assert.equal(old.request, 'GET /api/containers/web');
+  assert.deepEqual(old.problems.map((p) => p.split(':')[0]).sort(), [
+    'current_session.created_at',
+    'current_session.limits',
+    'learning.active',
+    'learning.operator_switch',
+    'learning.source',
+  ]);
+  assert.match(old.message, /^unexpected response from the API to GET \/api\/containers\/web \(is it sluice, and a version this client knows\?\): /);
+  assert.match(old.message, /and 2 more$/);
+
+  const other = await problems(client.getRule(7));
+  assert.ok(other.problems.includes('id: Invalid input: expected number, received string'), other.problems.join('\n'));
+  assert.deepEqual((await problems(client.health())).problems, ['(body): Invalid input: expected object, received array']);
+  assert.ok((await problems(client.deleteSession('gone'))).problems.some((p) => p.startsWith('deleted: ')), 'an empty object is not a deletion');
 });
 
 test('ManagedSession heartbeats, survives a proxy restart and a lost session, and deletes it on close', async (t) => {

@@ -8,7 +8,8 @@ import net from 'node:net';
 import { curl, eventually, startTestSluice, tempDir, type Origin, type SessionCreated, type TestSluice } from '../helpers/harness.js';
 import { addRule, originUrl, viaProxy } from '../helpers/api-helpers.js';
 import { closedPort, echoFor, originFor, sleep, sluiceFor, socks5, socks5Raw, type T } from '../helpers/proxy-helpers.js';
-import { connectVia, decisionById, decisions, decisionsPage, mapResolver, type DecisionRow } from '../helpers/observe-helpers.js';
+import type { Decision, DecisionPage } from '../../src/client/types.js';
+import { connectVia, decisionById, decisions, decisionsPage, mapResolver } from '../helpers/observe-helpers.js';
 
 interface World {
   s: TestSluice;
@@ -78,7 +79,7 @@ async function world(t: T): Promise<World> {
   return { s, o2, a, b, rules, ids, startedAt };
 }
 
-const pick = (d: DecisionRow | undefined) => d && [d.container, d.decision, d.reason, d.layer, d.rule_id];
+const pick = (d: Decision | undefined) => d && [d.container, d.decision, d.reason, d.layer, d.rule_id];
 
 test('every reason is recorded, with bytes, duration and close reason filled on close; rules count their hits', async (t) => {
   const { s, o2, a, b, rules, ids } = await world(t);
@@ -166,7 +167,7 @@ test('decisions are filtered by container, session, decision, destination and ti
     const seen: number[] = [];
     let cursor: string | null = null;
     for (let page = 0; page < 100; page++) {
-      const res: { decisions: DecisionRow[]; next_cursor: string | null } = await decisionsPage(s, { limit: size, ...(cursor ? { cursor } : {}) });
+      const res: DecisionPage = await decisionsPage(s, { limit: size, ...(cursor ? { cursor } : {}) });
       assert.ok(res.decisions.length <= size);
       seen.push(...res.decisions.map((d) => d.id));
       cursor = res.next_cursor;

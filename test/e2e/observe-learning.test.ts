@@ -4,7 +4,9 @@
 // exactly what was promoted.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { curl, type Origin, type SessionCreated, type TestSluice } from '../helpers/harness.js';
+import { learnedReportSchema, promoteResultSchema } from '../../src/api/responses.js';
+import type { LearnedReport, PromoteRequest, PromoteResult, Rule } from '../../src/client/types.js';
+import { curl, expectBody, type Origin, type SessionCreated, type TestSluice } from '../helpers/harness.js';
 import { originUrl, viaProxy } from '../helpers/api-helpers.js';
 import { originFor, sluiceFor, type T } from '../helpers/proxy-helpers.js';
 import { decisions, mapResolver } from '../helpers/observe-helpers.js';
@@ -56,19 +58,19 @@ async function socks(session: SessionCreated, origin: Origin, host: string = ori
   return Number(r.stdout) || 0;
 }
 
-async function learned(s: TestSluice, container: string): Promise<any> {
+async function learned(s: TestSluice, container: string): Promise<LearnedReport> {
   const res = await s.api('GET', `/api/containers/${container}/learned`);
   assert.equal(res.status, 200, JSON.stringify(res.body));
-  return res.body;
+  return expectBody(learnedReportSchema, res.body, 'GET /api/containers/:name/learned');
 }
 
-async function promote(s: TestSluice, container: string, body: Record<string, unknown>): Promise<any> {
+async function promote(s: TestSluice, container: string, body: PromoteRequest): Promise<PromoteResult> {
   const res = await s.api('POST', `/api/containers/${container}/learned/promote`, body);
   assert.equal(res.status, 200, JSON.stringify(res.body));
-  return res.body;
+  return expectBody(promoteResultSchema, res.body, 'POST /api/containers/:name/learned/promote');
 }
 
-const pairs = (rules: any[]): string[][] => rules.map((r) => [r.destination_pattern, r.port_pattern]).sort();
+const pairs = (rules: Rule[]): string[][] => rules.map((r) => [r.destination_pattern, r.port_pattern]).sort();
 
 test('a learning run over three origins is reported, promoted into container rules, and then reaches exactly those', async (t) => {
   const { o2, o3, o4, o5 } = await origins(t);
@@ -91,7 +93,7 @@ test('a learning run over three origins is reported, promoted into container rul
   assert.equal(report.container_name, 'learner');
   assert.equal(report.learning.active, true);
   assert.deepEqual(
-    report.learned.map((l: any) => [l.destination, l.port, l.count, l.would_be.decision, l.would_be.layer, l.would_be.rule_id]),
+    report.learned.map((l) => [l.destination, l.port, l.count, l.would_be.decision, l.would_be.layer, l.would_be.rule_id]),
     [
       ['127.0.0.4', o4.port, 1, 'deny', null, null],
       ['a.cdn.example.test', o2.port, 2, 'deny', null, null],
@@ -146,8 +148,8 @@ test('a learning run over three origins is reported, promoted into container rul
   const after = await learned(s, 'learner');
   assert.equal(after.learning.active, false);
   assert.deepEqual(
-    after.learned.map((l: any) => [l.destination, l.count]),
-    report.learned.map((l: any) => [l.destination, l.count]),
+    after.learned.map((l) => [l.destination, l.count]),
+    report.learned.map((l) => [l.destination, l.count]),
   );
 });
 
@@ -170,14 +172,14 @@ test('collapse_subdomains groups siblings into *.parent but never over a public 
     ['*.cdn.example.test', String(o2.port)],
     ['y.github.io', String(o3.port)],
   ]);
-  assert.deepEqual(rest.skipped.map((x: any) => x.destination), ['x.github.io']);
+  assert.deepEqual(rest.skipped.map((x) => x.destination), ['x.github.io']);
   const all = (await s.api('GET', '/api/rules?layer=global')).body.rules;
   for (const r of all) {
     assert.equal(r.container_pattern, '*', 'scope global');
     assert.ok(!['*.github.io', '*.io', '*.test', '*.example.test'].includes(r.destination_pattern), `no wildcard over a public suffix: ${r.destination_pattern}`);
   }
-  const cdnRule = rest.created.find((r: any) => r.destination_pattern === '*.cdn.example.test');
-  assert.match(cdnRule.notes, /a\.cdn\.example\.test, b\.cdn\.example\.test/);
+  const cdnRule = rest.created.find((r) => r.destination_pattern === '*.cdn.example.test');
+  assert.match(cdnRule?.notes ?? '', /a\.cdn\.example\.test, b\.cdn\.example\.test/);
 
   // A newer session without allow_all ends learning: the wildcard covers an unseen sibling,
   // the public-suffix neighbour stays denied, and global scope reaches other containers.

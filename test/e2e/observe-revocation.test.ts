@@ -22,9 +22,10 @@ async function open(t: T, s: TestSluice, kind: 'connect' | 'socks5', container: 
   const known = new Set((await openConnections(s)).map((c) => c.id));
   const c = kind === 'connect' ? await connectTunnel(t, s, container, token, `${echo.host}:${echo.port}`) : await socksTunnel(t, s, container, token, echo.host, echo.port);
   const mine = (await openConnections(s, container)).filter((x) => !known.has(x.id));
-  assert.equal(mine.length, 1, `one new connection for ${container}: ${JSON.stringify(mine)}`);
-  assert.equal(mine[0].protocol, kind);
-  return { c, decisionId: mine[0].decision_id, connectionId: mine[0].id };
+  const [row] = mine;
+  assert.ok(row && mine.length === 1, `one new connection for ${container}: ${JSON.stringify(mine)}`);
+  assert.equal(row.protocol, kind);
+  return { c, decisionId: row.decision_id, connectionId: row.id };
 }
 
 /** Asserts every tunnel in `closing` closes within one second of `change`, and `staying` stay usable. */
@@ -174,6 +175,7 @@ test('GET /api/connections lists open tunnels and forwarded requests; DELETE clo
     assert.equal(c.reason, 'rule');
   }
   const tunnelRow = listA.find((c) => c.id === t1.connectionId);
+  assert.ok(tunnelRow, `connection ${t1.connectionId} is listed`);
   assert.ok(tunnelRow.bytes_up >= 'hello-connect'.length && tunnelRow.bytes_down >= 'hello-connect'.length, `bytes counted: ${JSON.stringify(tunnelRow)}`);
   assert.deepEqual((await openConnections(s, 'list-b')).map((c) => c.id), [t3.connectionId]);
   assert.equal((await openConnections(s)).length, 4);

@@ -5,7 +5,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import type net from 'node:net';
-import { eventually, startTestSluice, type TestSluice } from '../helpers/harness.js';
+import { webhookBatchSchema } from '../../src/api/responses.js';
+import { eventually, expectBody, startTestSluice, type TestSluice } from '../helpers/harness.js';
 import { viaProxy } from '../helpers/api-helpers.js';
 import { closedPort, sleep, sluiceFor, type T } from '../helpers/proxy-helpers.js';
 
@@ -13,7 +14,7 @@ interface Collector {
   readonly port: number;
   readonly url: string;
   /** Bodies of the POSTs answered 2xx, in arrival order. */
-  readonly accepted: Array<{ events: any[]; contentType: string | undefined }>;
+  readonly accepted: Array<{ events: any[]; body: unknown; contentType: string | undefined }>;
   /** Every POST that arrived (answered or not yet). */
   arrived: number;
   events(): any[];
@@ -53,7 +54,10 @@ async function collector(t: T, opts: CollectorOptions = {}): Promise<Collector> 
     req.on('end', () => {
       setTimeout(() => {
         const status = opts.status?.(index) ?? 200;
-        if (status < 300) accepted.push({ events: JSON.parse(body).events, contentType: req.headers['content-type'] });
+        if (status < 300) {
+          const parsed = JSON.parse(body);
+          accepted.push({ events: parsed.events, body: parsed, contentType: req.headers['content-type'] });
+        }
         res.writeHead(status).end();
       }, opts.delayMs ?? 0);
     });
@@ -92,6 +96,7 @@ test('events are POSTed in batches, in order, as JSON in the same shape as the S
   for (const p of hook.accepted) {
     assert.ok(p.events.length >= 1 && p.events.length <= 10);
     assert.match(p.contentType ?? '', /^application\/json/);
+    expectBody(webhookBatchSchema, p.body, 'a webhook POST');
   }
   const d = events[1];
   assert.deepEqual([d.container, d.decision, d.reason, d.destination, d.port, d.protocol], ['hooked', 'deny', 'default_deny', '127.0.0.9', 1000, 'http']);

@@ -2,7 +2,8 @@
 // proxy URL with the deciding layer/rule read back from the 403 body, a fake clock, and
 // snapshots of everything the API lists (to prove a rejected request changed nothing).
 import assert from 'node:assert/strict';
-import { curl, type Origin, type TestSluice } from './harness.js';
+import { apiErrorSchema, containerListSchema, ruleListSchema, ruleWithUsageSchema, sessionDetailSchema, sessionListSchema } from '../../src/api/responses.js';
+import { curl, expectBody, type Origin, type TestSluice } from './harness.js';
 
 export interface ProxyResult {
   /** HTTP status from the proxy or origin; 0 when curl got no HTTP answer at all. */
@@ -76,34 +77,34 @@ export async function snapshot(s: TestSluice): Promise<unknown> {
   assert.equal(rules.status, 200);
   assert.equal(containers.status, 200);
   const details = [];
-  for (const sess of (sessions.body as { sessions: Array<{ session_id: string }> }).sessions) {
-    details.push((await s.api('GET', `/api/sessions/${sess.session_id}`)).body);
+  for (const sess of expectBody(sessionListSchema, sessions.body, 'GET /api/sessions').sessions) {
+    details.push(expectBody(sessionDetailSchema, (await s.api('GET', `/api/sessions/${sess.session_id}`)).body, 'GET /api/sessions/:id'));
   }
   // Usage counters move whenever the proxy is used; they are not configuration.
-  const ruleList = (rules.body as { rules: Array<Record<string, unknown>> }).rules.map(({ hit_count: _h, last_used_at: _l, ...rest }) => rest);
-  return { sessions: sessions.body, details, rules: ruleList, containers: containers.body };
+  const ruleList = expectBody(ruleListSchema, rules.body, 'GET /api/rules').rules.map(({ hit_count: _h, last_used_at: _l, ...rest }) => rest);
+  return { sessions: sessions.body, details, rules: ruleList, containers: expectBody(containerListSchema, containers.body, 'GET /api/containers') };
 }
 
 /** Asserts a 400 in the API's error shape with at least one detail; returns the details. */
-export function expect400(res: { status: number; body: any }, what: string): string[] {
+export function expect400(res: { status: number; body: unknown }, what: string): string[] {
   assert.equal(res.status, 400, `${what}: expected 400, got ${res.status} ${JSON.stringify(res.body)}`);
-  assert.equal(typeof res.body.error, 'string', what);
-  assert.ok(Array.isArray(res.body.details) && res.body.details.length > 0, `${what}: details must name the problem: ${JSON.stringify(res.body)}`);
-  return res.body.details as string[];
+  const { details } = expectBody(apiErrorSchema, res.body, what);
+  assert.ok(details.length > 0, `${what}: details must name the problem: ${JSON.stringify(res.body)}`);
+  return details;
 }
 
 /** Posts a global rule and returns its id (asserting 200). */
 export async function addRule(s: TestSluice, body: Record<string, unknown>): Promise<number> {
   const res = await s.api('POST', '/api/rules', body);
   assert.equal(res.status, 200, `POST /api/rules ${JSON.stringify(body)}: ${res.status} ${JSON.stringify(res.body)}`);
-  return res.body.id as number;
+  return expectBody(ruleWithUsageSchema, res.body, 'POST /api/rules').id;
 }
 
 /** The id of a session's rule by its destination pattern (rules are listed with the session). */
 export async function sessionRuleId(s: TestSluice, sessionId: string, destinationPattern: string, portPattern?: string): Promise<number> {
   const res = await s.api('GET', `/api/sessions/${sessionId}`);
   assert.equal(res.status, 200);
-  const rule = (res.body.rules as Array<{ id: number; destination_pattern: string; port_pattern: string }>).find(
+  const rule = expectBody(sessionDetailSchema, res.body, 'GET /api/sessions/:id').rules.find(
     (r) => r.destination_pattern === destinationPattern && (portPattern === undefined || r.port_pattern === portPattern),
   );
   assert.ok(rule, `session ${sessionId} has no rule for ${destinationPattern} ${portPattern ?? ''}`);
@@ -113,7 +114,7 @@ export async function sessionRuleId(s: TestSluice, sessionId: string, destinatio
 /** The builtin rule's id for a destination (seeded by migration 001). */
 export async function builtinRuleId(s: TestSluice, destination: string): Promise<number> {
   const res = await s.api('GET', '/api/rules?layer=builtin');
-  const rule = (res.body.rules as Array<{ id: number; destination_pattern: string }>).find((r) => r.destination_pattern === destination);
+  const rule = expectBody(ruleListSchema, res.body, 'GET /api/rules').rules.find((r) => r.destination_pattern === destination);
   assert.ok(rule, `no builtin rule for ${destination}`);
   return rule.id;
 }

@@ -7,7 +7,10 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
+import { z } from 'zod';
+import { sessionCreatedSchema } from '../../src/api/responses.js';
 import { startSluice, type Sluice, type SluiceOptions } from '../../src/app.js';
+import type { SessionCreated } from '../../src/client/types.js';
 import { configSchema, type ConfigInput } from '../../src/config/schema.js';
 
 export interface ApiResponse<T = any> {
@@ -29,12 +32,16 @@ export interface TestSluice {
   close(removeData?: boolean): Promise<void>;
 }
 
-export interface SessionCreated {
-  session_id: string;
-  container_name: string;
-  proxy_token: string;
-  proxy: { http: string; socks5: string };
-  [k: string]: unknown;
+export type { SessionCreated };
+
+/**
+ * `body` as the API's response schema describes it (src/api/responses.ts), failing the
+ * test on any difference, a field too many included: the server must say what it documents.
+ */
+export function expectBody<S extends z.ZodType>(schema: S, body: unknown, what: string): z.output<S> {
+  const r = schema.safeParse(body);
+  if (!r.success) throw new Error(`${what}: the answer does not match its schema:\n${z.prettifyError(r.error)}\n${JSON.stringify(body)}`);
+  return r.data;
 }
 
 export function tempDir(prefix = 'sluice-test-'): string {
@@ -79,9 +86,9 @@ export async function startTestSluice(opts: StartOptions = {}): Promise<TestSlui
     socksProxy: `127.0.0.1:${sluice.socks.port}`,
     api,
     async createSession(body) {
-      const res = await api<SessionCreated>('POST', '/api/sessions', body);
+      const res = await api('POST', '/api/sessions', body);
       if (res.status !== 200) throw new Error(`createSession failed: ${res.status} ${JSON.stringify(res.body)}`);
-      return res.body;
+      return expectBody(sessionCreatedSchema, res.body, 'POST /api/sessions');
     },
     async close(removeData = false) {
       await sluice.close();

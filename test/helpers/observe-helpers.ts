@@ -2,10 +2,11 @@
 // open over CONNECT and SOCKS5, an injectable resolver, the decision log, live events and
 // the metrics text.
 import assert from 'node:assert/strict';
+import { connectionListSchema, decisionPageSchema } from '../../src/api/responses.js';
 import { SluiceClient } from '../../src/client/sluice-client.js';
-import type { SluiceEvent } from '../../src/client/types.js';
+import type { Decision, DecisionPage, OpenConnection, SluiceEvent } from '../../src/client/types.js';
 import type { HostResolver } from '../../src/proxy/dns.js';
-import { eventually, type TestSluice } from './harness.js';
+import { eventually, expectBody, type TestSluice } from './harness.js';
 import { RawClient, basic, socks5, socks5Raw, type HttpResponse, type T } from './proxy-helpers.js';
 
 /** A resolver answering from a table (anything else fails like NXDOMAIN). */
@@ -52,49 +53,28 @@ export async function roundTrip(c: RawClient, text: string): Promise<void> {
   await c.takeThrough(text);
 }
 
-export interface DecisionRow {
-  id: number;
-  time: string;
-  container: string | null;
-  session_id: string | null;
-  protocol: string;
-  client_address: string;
-  destination: string;
-  port: number;
-  address: string | null;
-  decision: 'allow' | 'deny';
-  reason: string;
-  layer: string | null;
-  rule_id: number | null;
-  error: string | null;
-  bytes_up: number | null;
-  bytes_down: number | null;
-  duration_ms: number | null;
-  close_reason: string | null;
-}
-
-/** One page of GET /api/decisions (asserting 200). */
-export async function decisionsPage(s: TestSluice, query: Record<string, string | number> = {}): Promise<{ decisions: DecisionRow[]; next_cursor: string | null }> {
+/** One page of GET /api/decisions (asserting 200 and the response schema). */
+export async function decisionsPage(s: TestSluice, query: Record<string, string | number> = {}): Promise<DecisionPage> {
   const qs = new URLSearchParams(Object.entries(query).map(([k, v]) => [k, String(v)])).toString();
   const res = await s.api('GET', `/api/decisions${qs ? `?${qs}` : ''}`);
   assert.equal(res.status, 200, `GET /api/decisions?${qs}: ${res.status} ${JSON.stringify(res.body)}`);
-  return res.body;
+  return expectBody(decisionPageSchema, res.body, `GET /api/decisions?${qs}`);
 }
 
-export async function decisions(s: TestSluice, query: Record<string, string | number> = {}): Promise<DecisionRow[]> {
+export async function decisions(s: TestSluice, query: Record<string, string | number> = {}): Promise<Decision[]> {
   return (await decisionsPage(s, { limit: 1000, ...query })).decisions;
 }
 
 /** The decision row with this id (closing stats land asynchronously: poll with eventually()). */
-export async function decisionById(s: TestSluice, id: number): Promise<DecisionRow | undefined> {
+export async function decisionById(s: TestSluice, id: number): Promise<Decision | undefined> {
   return (await decisions(s, { cursor: id + 1, limit: 1 })).find((d) => d.id === id);
 }
 
-/** Open connections as GET /api/connections lists them. */
-export async function openConnections(s: TestSluice, container?: string): Promise<any[]> {
+/** Open connections as GET /api/connections lists them (asserting 200 and the response schema). */
+export async function openConnections(s: TestSluice, container?: string): Promise<OpenConnection[]> {
   const res = await s.api('GET', `/api/connections${container ? `?container=${container}` : ''}`);
   assert.equal(res.status, 200);
-  return res.body.connections;
+  return expectBody(connectionListSchema, res.body, 'GET /api/connections').connections;
 }
 
 /** Events from GET /api/events, collected in the background until close(). */

@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { run } from '../../src/cli/main.js';
 import { parseDestSpec, UsageError, type DestSpec } from '../../src/cli/client-commands.js';
 import { formatTable } from '../../src/cli/output.js';
+import { CONTAINER, RULE, SESSION_CREATED, T0, checkResult as verdict, sessionSummary as summary } from '../helpers/api-fixtures.js';
 
 // ---- DEST[:PORTS] ------------------------------------------------------------
 
@@ -65,10 +66,30 @@ interface Recorded {
 
 type Reply = { status: number; body?: unknown };
 
+/** What the API answers each route with, unless a test says otherwise. */
+const STANDARD: Array<[method: string, path: RegExp, body: (m: RegExpExecArray) => unknown]> = [
+  ['POST', /^\/api\/sessions$/, () => SESSION_CREATED],
+  ['GET', /^\/api\/sessions$/, () => ({ sessions: [] })],
+  ['POST', /^\/api\/rules$/, () => RULE],
+  ['GET', /^\/api\/rules$/, () => ({ rules: [] })],
+  ['DELETE', /^\/api\/rules\/(\d+)$/, (m) => ({ id: Number(m[1]), deleted: true })],
+  ['PUT', /^\/api\/containers\/[^/]+\/learning$/, () => CONTAINER],
+  ['POST', /^\/api\/check$/, () => verdict({})],
+];
+
+function standardReply(req: Recorded): Reply {
+  const path = req.url.split('?')[0] ?? '';
+  for (const [method, re, body] of STANDARD) {
+    const m = req.method === method ? re.exec(path) : null;
+    if (m) return { status: 200, body: body(m) };
+  }
+  return { status: 500, body: { error: `the stand-in has no answer for ${req.method} ${path}`, details: [] } };
+}
+
 let server: Server;
 let apiUrl: string;
 let requests: Recorded[] = [];
-let reply: (req: Recorded) => Reply = () => ({ status: 200, body: {} });
+let reply: (req: Recorded) => Reply = standardReply;
 
 async function readBody(req: IncomingMessage): Promise<unknown> {
   const chunks: Buffer[] = [];
@@ -104,7 +125,7 @@ after(async () => {
 
 beforeEach(() => {
   requests = [];
-  reply = () => ({ status: 200, body: {} });
+  reply = standardReply;
 });
 
 interface Result {
@@ -133,10 +154,6 @@ function only(): Recorded {
 // ---- sessions -------------------------------------------------------------------
 
 test('session create posts the full body', async () => {
-  reply = () => ({
-    status: 201,
-    body: { session_id: 's1', container_name: 'web', proxy_token: 'pt', proxy: { http: 'http://web:pt@h:3128' }, expires_at: '2030-01-01T00:00:00.000Z' },
-  });
   const r = await cli([
     'session', 'create', '--container', 'web', '--id', 's1', '--ttl', '600',
     '--allow', 'example.com:443', '--allow', '[2001:db8::1]:80,443', '--deny', '10.0.0.0/8',
@@ -172,8 +189,8 @@ test('session create sends only what was given', async () => {
 
 test('session list prints a table, or JSON with --json', async () => {
   const sessions = [
-    { session_id: 'abc', container_name: 'web', expires_at: '2030-01-01T00:00:00.000Z', rule_count: 2, allow_all: false, source_ips: [] },
-    { session_id: 'd', container_name: 'worker-1', expires_at: '2030-01-02T00:00:00.000Z', rule_count: 0, allow_all: true, source_ips: ['10.0.0.1'] },
+    summary({ session_id: 'abc', rule_count: 2 }),
+    summary({ session_id: 'd', container_name: 'worker-1', expires_at: '2030-01-02T00:00:00.000Z', allow_all: true, source_ips: ['10.0.0.1'] }),
   ];
   reply = () => ({ status: 200, body: { sessions } });
   const r = await cli(['session', 'list']);
@@ -201,7 +218,6 @@ test('session delete', async () => {
 // ---- rules ----------------------------------------------------------------------
 
 test('rule add posts the rule', async () => {
-  reply = () => ({ status: 201, body: { id: 12, layer: 'global', destination_pattern: 'api.example.com', action: 'deny' } });
   const r = await cli(['rule', 'add', '--dest', 'api.example.com', '--port', '443', '--container', 'web-*', '--deny', '--notes', 'no', '--expires-in', '3600']);
   assert.equal(r.code, 0, r.err);
   const req = only();
@@ -229,7 +245,7 @@ test('rule list passes filters as a query string', async () => {
     status: 200,
     body: {
       rules: [
-        { id: 1, layer: 'builtin', session_id: null, container_pattern: '*', destination_pattern: '127.0.0.1', port_pattern: '*', action: 'allow', expires_at: null, notes: 'built-in: IPv4 loopback' },
+        { ...RULE, id: 1, layer: 'builtin', container_pattern: '*', destination_pattern: '127.0.0.1', port_pattern: '*', action: 'allow', notes: 'built-in: IPv4 loopback' },
       ],
     },
   });
@@ -254,7 +270,7 @@ test('rule rm', async () => {
 // ---- learning and check ------------------------------------------------------------
 
 test('learn on/off', async () => {
-  reply = () => ({ status: 200, body: { container_name: 'web', learning: { active: true, source: 'operator', operator_switch: { enabled: true, expires_at: '2030-01-01T00:00:00.000Z' } } } });
+  reply = () => ({ status: 200, body: { ...CONTAINER, learning: { active: true, source: 'operator', operator_switch: { enabled: true, expires_at: T0 } } } });
   const on = await cli(['learn', 'on', 'web', '--ttl', '300']);
   assert.equal(on.code, 0, on.err);
   assert.equal(only().method, 'PUT');
@@ -270,7 +286,7 @@ test('learn on/off', async () => {
 });
 
 test('check prints the verdict and exits 0 on allow, 1 on deny, 2 when there is no answer', async () => {
-  reply = () => ({ status: 200, body: { decision: 'deny', layer: 'global', rule: { id: 12, action: 'deny' }, reason: 'rule', explanation: 'global rule 12 denies' } });
+  reply = () => ({ status: 200, body: verdict({ layer: 'global', rule: RULE, reason: 'rule', explanation: 'global rule 12 denies' }) });
   const deny = await cli(['check', 'web', 'example.com', '443']);
   assert.equal(deny.code, 1);
   assert.equal(deny.out, 'deny  (layer=global rule=12 reason=rule)\n  global rule 12 denies');
@@ -278,7 +294,7 @@ test('check prints the verdict and exits 0 on allow, 1 on deny, 2 when there is 
   assert.equal(only().url, '/api/check');
   assert.deepEqual(only().body, { container_name: 'web', destination: 'example.com', port: 443 });
 
-  reply = () => ({ status: 200, body: { action: 'allow', layer: 'session', rule_id: 3, reason: 'rule' } });
+  reply = () => ({ status: 200, body: verdict({ decision: 'allow', layer: 'session', rule: { ...RULE, id: 3, layer: 'session', session_id: 's1' }, reason: 'rule', explanation: '' }) });
   const allow = await cli(['check', 'web', '[2001:db8::1]', '80', '--resolve']);
   assert.equal(allow.code, 0, allow.err);
   assert.equal(allow.out, 'allow (layer=session rule=3 reason=rule)');
@@ -286,13 +302,13 @@ test('check prints the verdict and exits 0 on allow, 1 on deny, 2 when there is 
 
   reply = () => ({
     status: 200,
-    body: { decision: 'allow', layer: null, rule: null, reason: 'learning', would_be: { decision: 'deny', layer: null, rule: null } },
+    body: verdict({ decision: 'allow', reason: 'learning', explanation: '', learning: 'operator', would_be: { decision: 'deny', layer: null, rule: null } }),
   });
   const learning = await cli(['check', 'web', 'x.org', '1']);
   assert.equal(learning.code, 0);
   assert.equal(learning.out, 'allow (reason=learning would_be=deny)');
 
-  reply = () => ({ status: 200, body: { decision: 'deny', layer: null, rule: null, reason: 'default_deny' } });
+  reply = () => ({ status: 200, body: verdict({}) });
   const json = await cli(['check', 'web', 'x.org', '1', '--json']);
   assert.equal(json.code, 1);
   assert.equal(JSON.parse(json.out).reason, 'default_deny');
@@ -300,7 +316,7 @@ test('check prints the verdict and exits 0 on allow, 1 on deny, 2 when there is 
   reply = () => ({ status: 200, body: { verdict: 'maybe' } });
   const odd = await cli(['check', 'web', 'x.org', '1']);
   assert.equal(odd.code, 2, 'a response that is not a verdict is not a deny');
-  assert.match(odd.err, /unexpected response from the API/);
+  assert.match(odd.err, /unexpected response from the API to POST \/api\/check .*decision: /);
 
   reply = () => ({ status: 401, body: { error: 'missing or invalid API token' } });
   const refused = await cli(['check', 'web', 'x.org', '1']);
@@ -440,7 +456,6 @@ test('serve with an invalid config prints the field and exits 2', async () => {
 // ---- the bin -------------------------------------------------------------------------
 
 test('the bin runs when invoked through a symlink and exits with the command status', async () => {
-  reply = () => ({ status: 200, body: { decision: 'deny', layer: null, reason: 'default_deny' } });
   const main = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
   const link = join(mkdtempSync(join(tmpdir(), 'sluice-bin-')), 'sluice');
   symlinkSync(main, link);
@@ -452,6 +467,6 @@ test('the bin runs when invoked through a symlink and exits with the command sta
   const started = Date.now();
   const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
   assert.equal(code, 1);
-  assert.equal(out, 'deny  (reason=default_deny)\n');
+  assert.equal(out, 'deny  (reason=default_deny)\n  no rule matched (default deny)\n');
   assert.ok(Date.now() - started < 3000, 'exits promptly (no lingering keep-alive socket)');
 });
