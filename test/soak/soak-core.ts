@@ -390,7 +390,13 @@ export async function runSoak(opts: SoakOptions): Promise<SoakReport> {
         return;
       }
       counters.created++;
-      const detail = (await api('GET', `/api/sessions/${id}`)).body;
+      const read = await api('GET', `/api/sessions/${id}`);
+      if (read.status !== 200) {
+        // Only a loop stalled for longer than the TTL lets a fresh session expire before this.
+        problems.push(`reading session ${id} right after creating it: ${read.status}`);
+        continue;
+      }
+      const detail = read.body;
       const ref: RefSession = {
         id,
         container,
