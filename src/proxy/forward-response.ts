@@ -13,7 +13,7 @@ import { endToEndHeaders } from './forward-headers.js';
  * - an origin that closes or resets half-way through cuts the client connection, which is
  *   how a truncated response must be passed on (RFC 9112 9.6), instead of leaving it waiting;
  * - a client that leaves half-way through drops the upstream connection (its unread rest
- *   would make it useless to the pool).
+ *   would make it useless to the pool): http-handler aborts the upstream request then.
  */
 export function relayResponse(proxyRes: http.IncomingMessage, req: http.IncomingMessage, res: http.ServerResponse): void {
   if (res.headersSent || res.destroyed) {
@@ -46,7 +46,6 @@ export function relayResponse(proxyRes: http.IncomingMessage, req: http.Incoming
   proxyRes.on('close', () => {
     if (!proxyRes.complete) res.destroy();
   });
-  res.on('close', () => {
-    if (!proxyRes.complete) proxyRes.destroy();
-  });
+  // A client that leaves half-way through: the forwarding path (http-handler) destroys the
+  // upstream request, and with it this response and its connection.
 }

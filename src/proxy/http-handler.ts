@@ -15,6 +15,9 @@ import { endToEndHeaders } from './forward-headers.js';
 import { relayResponse } from './forward-response.js';
 import type { ConnectHandler } from './connect-handler.js';
 
+/** The audited outcome of an allowed request whose client left before it was sent (as tunnel.ts). */
+const CLIENT_LEFT: Failure = Object.freeze({ kind: 'connect_error', detail: 'client went away' });
+
 export interface HttpHandlerOptions {
   readonly gate: Gate;
   readonly connections: Connections;
@@ -111,6 +114,12 @@ export function createHttpHandler(opts: HttpHandlerOptions): http.Server {
     // RFC 9112 3.2.2: with an absolute-form target the Host header must be the URL's authority.
     req.headers.host = url.authority;
     req.url = url.path;
+    // A client that left while its request was decided (waiting for DNS, say): nothing is
+    // sent upstream, and, as for a tunnel, the allow is recorded as going nowhere.
+    if (res.destroyed || req.socket.destroyed) {
+      gate.upstreamFailed(admission, CLIENT_LEFT);
+      return;
+    }
     const address = conn.poolHost(admission.addresses);
     connections.trackForward(req, res, admission, conn.ipText(admission.addresses[0]!));
     proxy.web(req, res, { target: { host: address, hostname: address, port: admission.port, protocol: 'http:' } as never }, (err) => {
@@ -118,6 +127,18 @@ export function createHttpHandler(opts: HttpHandlerOptions): http.Server {
       gate.upstreamFailed(admission, f);
       respond(res, f);
     });
+    const upstream = agent.takeRequest();
+    // A response that closes unfinished (the client left or aborted, or the registry cut it)
+    // takes its upstream request with it, at once, whether the origin has answered yet or
+    // not: its connection is closed, never handed back to the pool half-used. Node destroys
+    // the client side only; a GET's request stream has already ended, so http-proxy's own
+    // abort-on-'aborted' never fires for it. (A request that completed is not touched: Node
+    // marks it destroyed once its connection went back to the pool, so destroy() is a no-op.)
+    if (upstream !== null) {
+      res.on('close', () => {
+        if (!res.writableFinished) upstream.destroy();
+      });
+    }
   }
 
   server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
@@ -153,6 +174,8 @@ export function createHttpHandler(opts: HttpHandlerOptions): http.Server {
         gate.upstreamFailed(admission, f);
         refuse(f);
       });
+      // Not needed here (http-proxy ties the upgrade's upstream to the socket itself); only cleared.
+      agent.takeRequest();
     })().catch(() => socket.destroy());
   });
 
