@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { eventually, type TestSluice } from '../helpers/harness.js';
-import { basic, RawClient, sleep, sluiceFor, type T } from '../helpers/proxy-helpers.js';
+import { basic, blackholeFor, RawClient, sleep, sluiceFor, type T } from '../helpers/proxy-helpers.js';
 import { decisions, openConnections } from '../helpers/observe-helpers.js';
 
 interface HeldOrigin {
@@ -186,6 +186,28 @@ test('a client that leaves while its request waits for DNS: nothing is sent upst
   // The slot was released: at max_connections 1 the next request gets through.
   const next = await RawClient.connect(t, s.sluice.http.port);
   next.write(request('GET', `slow.test:${origin.port}`, '/ok', auth));
+  const res = await next.takeResponse();
+  assert.deepEqual([res.status, res.body], [200, 'ok']);
+});
+
+test('a client that leaves while the upstream connection is being dialled: gone from the registry at once, the dial outcome still audited, the proxy unharmed', async (t) => {
+  const hole = await blackholeFor(t);
+  const origin = await heldOrigin(t);
+  const s = await sluiceFor(t, { config: { timeouts: { connect_ms: 1500 } } });
+  const sess = await s.createSession({ container_name: 'abort-dial', network_rules: [{ destination_pattern: hole.host }, { destination_pattern: '127.0.0.2' }], limits: { max_connections: 1 } });
+  const auth = basic('abort-dial', sess.proxy_token);
+  const c = await RawClient.connect(t, s.sluice.http.port);
+  c.write(request('GET', `${hole.host}:${hole.port}`, '/never', auth));
+  await eventually(() => s.sluice.connections.size === 1, 2000, 'the request to be registered');
+  c.close();
+  await eventually(() => s.sluice.connections.size === 0, 1000, 'the registry to empty before the dial gives up');
+  // The dial still ends (connect_ms) and is recorded for what it was.
+  await eventually(async () => (await decisions(s, { container: 'abort-dial' }))[0]?.error != null, 4000, 'the dial outcome to be audited');
+  const row = (await decisions(s, { container: 'abort-dial' }))[0]!;
+  assert.deepEqual([row.decision, row.close_reason, row.error], ['allow', 'client_closed', 'connection_timeout'], JSON.stringify(row));
+  // Released once: at max_connections 1 the next request gets through, and nothing threw.
+  const next = await RawClient.connect(t, s.sluice.http.port);
+  next.write(request('GET', origin.authority, '/ok', auth));
   const res = await next.takeResponse();
   assert.deepEqual([res.status, res.body], [200, 'ok']);
 });
