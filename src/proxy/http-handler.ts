@@ -11,10 +11,13 @@ import { drainUntilClosed, failureBody, failureHeaders, rawRefusal, rawResponse 
 import type { Connections } from './connections.js';
 import { UpstreamAgent, poolHost } from './upstream-agent.js';
 import { forwardConn, type ForwardConn } from './forward-conn.js';
-import { endToEndHeaders } from './forward-headers.js';
+import { upstreamRequestHeaders } from './forward-headers.js';
 import { relayResponse } from './forward-response.js';
 import type { ConnectHandler } from './connect-handler.js';
 import type { UpstreamProxy } from './upstream-proxy.js';
+
+/** The audited outcome of an allowed request whose client left before it was sent (as tunnel.ts). */
+const CLIENT_LEFT: Failure = Object.freeze({ kind: 'connect_error', detail: 'client went away' });
 
 export interface HttpHandlerOptions {
   readonly gate: Gate;
@@ -35,7 +38,11 @@ export function createHttpHandler(opts: HttpHandlerOptions): http.Server {
   const agent = new UpstreamAgent(opts.connectTimeoutMs, opts.observeConnectSeconds, opts.upstreamProxy ?? null);
   // http-proxy forwards the request; the response is relayed by relayResponse (hop-by-hop
   // fields dropped, truncation passed on as a cut connection), not by http-proxy's own passes.
-  const proxy = httpProxy.createProxyServer({ agent, xfwd: false, ws: true, changeOrigin: false, selfHandleResponse: true });
+  // toProxy: the request's url (already the origin-form target) is taken as it is, not
+  // re-parsed with url.parse (which also turns backslashes into slashes). http-proxy still
+  // folds repeated slashes when it joins paths, so the target is set again on the upstream
+  // request it creates (see exactTarget).
+  const proxy = httpProxy.createProxyServer({ agent, xfwd: false, ws: true, changeOrigin: false, selfHandleResponse: true, toProxy: true });
   proxy.on('proxyRes', relayResponse);
   // Without a listener http-proxy rethrows; every error is handled per request below.
   proxy.on('error', () => undefined);
@@ -43,6 +50,8 @@ export function createHttpHandler(opts: HttpHandlerOptions): http.Server {
   // drained and cut at shutdown (and idle-timed) instead of holding close() open forever.
   const pendingUpgrades = new WeakMap<http.IncomingMessage, Admission>();
   proxy.on('proxyReqWs', (proxyReq: http.ClientRequest, req: http.IncomingMessage, socket: net.Socket) => {
+    // Emitted before http-proxy ends the handshake request (and so before Node writes its head).
+    exactTarget(proxyReq, req.url ?? '/');
     // An origin that declines the upgrade: http-proxy relays its answer and ends the socket;
     // the client's side must still be read to the end (see drainUntilClosed).
     proxyReq.once('response', () => drainUntilClosed(socket, opts.handshakeTimeoutMs));
@@ -110,17 +119,36 @@ export function createHttpHandler(opts: HttpHandlerOptions): http.Server {
     const admission = await admitRequest(conn, req, 'http', url.host, url.port, (f) => respond(res, f));
     if (!admission) return;
     // Hop-by-hop fields, the proxy credentials among them, never reach the origin.
-    req.headers = endToEndHeaders(req.headers, false);
+    req.headers = upstreamRequestHeaders(req.headers, false);
     // RFC 9112 3.2.2: with an absolute-form target the Host header must be the URL's authority.
     req.headers.host = url.authority;
     req.url = url.path;
-    const address = conn.poolHost(admission.addresses);
+    // A client that left while its request was decided (waiting for DNS, say): nothing is
+    // sent upstream, and, as for a tunnel, the allow is recorded as going nowhere.
+    if (res.destroyed || req.socket.destroyed) {
+      gate.upstreamFailed(admission, CLIENT_LEFT);
+      return;
+    }
     connections.trackForward(req, res, admission, conn.ipText(admission.addresses[0]!));
+    const address = conn.poolHost(admission.addresses);
     proxy.web(req, res, { target: { host: address, hostname: address, port: admission.port, protocol: 'http:' } as never }, (err) => {
       const f = upstreamFailure(err as NodeJS.ErrnoException, url.authority);
       gate.upstreamFailed(admission, f);
       respond(res, f);
     });
+    const upstream = agent.takeRequest();
+    if (upstream !== null) exactTarget(upstream, url.path);
+    // A response that closes unfinished (the client left or aborted, or the registry cut it)
+    // takes its upstream request with it, at once, whether the origin has answered yet or
+    // not: its connection is closed, never handed back to the pool half-used. Node destroys
+    // the client side only; a GET's request stream has already ended, so http-proxy's own
+    // abort-on-'aborted' never fires for it. (A request that completed is not touched: Node
+    // marks it destroyed once its connection went back to the pool, so destroy() is a no-op.)
+    if (upstream !== null) {
+      res.on('close', () => {
+        if (!res.writableFinished) upstream.destroy();
+      });
+    }
   }
 
   server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
@@ -144,7 +172,7 @@ export function createHttpHandler(opts: HttpHandlerOptions): http.Server {
       }
       const admission = await admitRequest(forwardConn(req.socket), req, 'http', url.host, url.port, refuse);
       if (!admission) return;
-      req.headers = endToEndHeaders(req.headers, true);
+      req.headers = upstreamRequestHeaders(req.headers, true);
       req.headers.host = url.authority;
       req.url = url.path;
       const address = poolHost(admission.addresses);
@@ -156,6 +184,8 @@ export function createHttpHandler(opts: HttpHandlerOptions): http.Server {
         gate.upstreamFailed(admission, f);
         refuse(f);
       });
+      // Not needed here (proxyReqWs above has it); only cleared, so it is not kept reachable.
+      agent.takeRequest();
     })().catch(() => socket.destroy());
   });
 
@@ -195,6 +225,17 @@ function responseTurn(req: http.IncomingMessage, res: http.ServerResponse): Prom
     res.once('socket', onSocket);
     socket.once('close', onClose);
   });
+}
+
+/**
+ * Puts the request target back as the client sent it, on the upstream request http-proxy
+ * just created: its path join folds `//` into `/`, which changes what the origin serves (and
+ * breaks signed URLs). Node writes the request line from `path` when the head is first sent,
+ * which is later (when http-proxy's pipe ends or writes the body); a request with an Expect
+ * field is the exception (Node writes its head at once), and keeps http-proxy's path.
+ */
+function exactTarget(upstream: http.ClientRequest, path: string): void {
+  if (upstream.path !== path) upstream.path = path;
 }
 
 /** How often to look for clients that are too slow with their headers (a fraction of the limit). */

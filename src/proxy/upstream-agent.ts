@@ -25,6 +25,9 @@ const ERRNO: Partial<Record<FailureKind, string>> = {
 const nodeAddRequest = (http.Agent.prototype as unknown as { addRequest(req: http.ClientRequest, options: http.ClientRequestArgs): void }).addRequest;
 
 export class UpstreamAgent extends http.Agent {
+  /** The request addRequest was last handed (see takeRequest). */
+  private lastRequest: http.ClientRequest | null = null;
+
   constructor(
     private readonly connectTimeoutMs: number,
     /** Told how long each new upstream connection took (the connect latency histogram). */
@@ -44,6 +47,7 @@ export class UpstreamAgent extends http.Agent {
    * reused socket for async_hooks, which nothing in sluice uses.
    */
   addRequest(req: http.ClientRequest, options: http.ClientRequestArgs): void {
+    this.lastRequest = req;
     const name = this.getName(options);
     const freeSockets = this.freeSockets as Record<string, net.Socket[] | undefined>;
     const free = freeSockets[name];
@@ -63,6 +67,18 @@ export class UpstreamAgent extends http.Agent {
       }
     }
     nodeAddRequest.call(this, req, options);
+  }
+
+  /**
+   * The upstream request http-proxy created in the proxy.web()/ws() call that just returned
+   * (Node's ClientRequest hands itself to its agent synchronously, in its constructor), or
+   * null. http-proxy keeps it to itself; the forwarding path needs it to abort it when the
+   * client leaves. Taking it clears it, so a finished request is not kept reachable.
+   */
+  takeRequest(): http.ClientRequest | null {
+    const req = this.lastRequest;
+    this.lastRequest = null;
+    return req;
   }
 
   override createConnection(options: http.ClientRequestArgs, callback?: (err: Error | null, socket: net.Socket) => void): net.Socket | undefined {

@@ -176,7 +176,7 @@ test('a WebSocket upgrade in absolute form is relayed both ways, without the pro
   const session = await sessionFor(s, 'build-1', { host: '127.0.0.2', port: origin.port });
   const c = await RawClient.connect(t, s.sluice.http.port);
   c.write(
-    `GET http://${origin.authority}/ws HTTP/1.1\r\nHost: ${origin.authority}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+    `GET http://${origin.authority}/ws//chat HTTP/1.1\r\nHost: ${origin.authority}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
       `Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nProxy-Authorization: ${basic('build-1', session.proxy_token)}\r\n\r\n`,
   );
   const head = await c.takeThrough('\r\n\r\n');
@@ -187,7 +187,12 @@ test('a WebSocket upgrade in absolute form is relayed both ways, without the pro
   assert.equal((await c.take(6)).toString(), 'ping-2');
   assert.equal(origin.upgrades.length, 1);
   const h = origin.upgrades[0]!.headers;
-  assert.equal(origin.upgrades[0]!.url, '/ws');
+  // The target as sent (no slash folding), the fields in the client's order.
+  assert.equal(origin.upgrades[0]!.url, '/ws//chat');
+  assert.deepEqual(
+    origin.upgrades[0]!.rawHeaders.filter((_, i) => i % 2 === 0).map((n) => n.toLowerCase()),
+    ['host', 'upgrade', 'connection', 'sec-websocket-version', 'sec-websocket-key'],
+  );
   assert.equal(h.host, origin.authority);
   assert.equal(h.upgrade, 'websocket');
   assert.equal(h['proxy-authorization'], undefined);
@@ -199,7 +204,7 @@ test('a WebSocket upgrade to a denied destination gets 403 and never reaches the
   const session = await s.createSession({ container_name: 'build-1', network_rules: [{ destination_pattern: '127.0.0.2' }] });
   const c = await RawClient.connect(t, s.sluice.http.port);
   c.write(
-    `GET http://${origin.authority}/ws HTTP/1.1\r\nHost: ${origin.authority}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+    `GET http://${origin.authority}/ws//chat HTTP/1.1\r\nHost: ${origin.authority}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
       `Proxy-Authorization: ${basic('build-1', session.proxy_token)}\r\n\r\n`,
   );
   const res = await c.takeResponse();

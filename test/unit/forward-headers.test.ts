@@ -4,12 +4,12 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import net from 'node:net';
-import { endToEndHeaders, isHopByHop } from '../../src/proxy/forward-headers.js';
+import { endToEndRawHeaders, isHopByHop, upstreamRequestHeaders } from '../../src/proxy/forward-headers.js';
 import { ForwardConn } from '../../src/proxy/forward-conn.js';
 import { requestHeadBytes } from '../../src/proxy/connections.js';
 import { MALFORMED_CREDENTIALS } from '../../src/identity/identify.js';
 
-test('endToEndHeaders drops hop-by-hop fields and the ones Connection names, and leaves its input alone', () => {
+test('upstreamRequestHeaders drops hop-by-hop fields and the ones Connection names, and leaves its input alone', () => {
   const input: http.IncomingHttpHeaders = {
     host: 'a.test',
     connection: 'keep-alive, X-Hop, close',
@@ -25,23 +25,42 @@ test('endToEndHeaders drops hop-by-hop fields and the ones Connection names, and
     accept: '*/*',
   };
   const copy = structuredClone(input);
-  const out = endToEndHeaders(input, false);
+  const out = upstreamRequestHeaders(input, false);
   assert.deepEqual(out, { host: 'a.test', 'set-cookie': ['a=1', 'b=2'], accept: '*/*' });
   assert.deepEqual(input, copy, 'the input object is not modified');
 });
 
-test('endToEndHeaders for a WebSocket handshake keeps Connection and Upgrade, drops the rest', () => {
-  const out = endToEndHeaders({ host: 'a.test', connection: 'Upgrade, X-Hop', upgrade: 'websocket', 'x-hop': '1', 'keep-alive': '1', 'proxy-authorization': 'Basic eDp5', 'sec-websocket-key': 'k' }, true);
+test('upstreamRequestHeaders for a WebSocket handshake keeps Connection and Upgrade, drops the rest', () => {
+  const out = upstreamRequestHeaders({ host: 'a.test', connection: 'Upgrade, X-Hop', upgrade: 'websocket', 'x-hop': '1', 'keep-alive': '1', 'proxy-authorization': 'Basic eDp5', 'sec-websocket-key': 'k' }, true);
   assert.deepEqual(out, { host: 'a.test', connection: 'Upgrade, X-Hop', upgrade: 'websocket', 'sec-websocket-key': 'k' });
   // As before: a Connection header that names itself takes itself out, handshake or not.
-  assert.deepEqual(endToEndHeaders({ connection: 'connection', upgrade: 'websocket' }, true), { upgrade: 'websocket' });
+  assert.deepEqual(upstreamRequestHeaders({ connection: 'connection', upgrade: 'websocket' }, true), { upgrade: 'websocket' });
 });
 
-test('endToEndHeaders without a Connection field, and with empty list members', () => {
-  assert.deepEqual(endToEndHeaders({ a: '1', te: 'gzip' }, false), { a: '1' });
-  assert.deepEqual(endToEndHeaders({ connection: ' , ,X-A ,', 'x-a': '1', 'x-b': '2' }, false), { 'x-b': '2' });
+test('upstreamRequestHeaders without a Connection field, and with empty list members', () => {
+  assert.deepEqual(upstreamRequestHeaders({ a: '1', te: 'gzip' }, false), { a: '1' });
+  assert.deepEqual(upstreamRequestHeaders({ connection: ' , ,X-A ,', 'x-a': '1', 'x-b': '2' }, false), { 'x-b': '2' });
   for (const h of ['connection', 'keep-alive', 'proxy-authorization', 'proxy-authenticate', 'proxy-connection', 'te', 'trailer', 'upgrade']) assert.ok(isHopByHop(h), h);
   for (const h of ['transfer-encoding', 'host', 'authorization', 'content-length']) assert.ok(!isHopByHop(h), h);
+});
+
+test('upstreamRequestHeaders lists the fields last to first (http-proxy copies them back into order)', () => {
+  const out = upstreamRequestHeaders({ host: 'a.test', 'user-agent': 'u', connection: 'x-a', 'x-a': '1', accept: '*/*', 'x-z': 'z' }, false);
+  assert.deepEqual(Object.keys(out), ['x-z', 'accept', 'user-agent', 'host']);
+});
+
+test('endToEndRawHeaders keeps order, spelling and repeats, drops hop-by-hop fields in any case and those Connection names', () => {
+  const raw = ['X-Z', 'z', 'CONNECTION', 'Keep-Alive, X-Hop', 'Link', '<a>', 'x-hop', 'gone', 'Keep-Alive', 'timeout=5', 'Link', '<b>', 'TE', 'trailers', 'Proxy-Authenticate', 'Basic', 'Set-Cookie', 'a=1', 'Transfer-Encoding', 'chunked'];
+  const copy = [...raw];
+  assert.deepEqual(endToEndRawHeaders(raw, false), ['X-Z', 'z', 'Link', '<a>', 'Link', '<b>', 'Set-Cookie', 'a=1', 'Transfer-Encoding', 'chunked']);
+  assert.deepEqual(raw, copy, 'the input is not modified');
+  // For an HTTP/1.0 client Transfer-Encoding goes too (Node re-frames the body).
+  assert.deepEqual(endToEndRawHeaders(['transfer-ENCODING', 'chunked', 'A', '1'], true), ['A', '1']);
+  // A Connection field naming a field that comes before it, and two Connection fields.
+  assert.deepEqual(endToEndRawHeaders(['X-Early', '1', 'Connection', 'x-early', 'B', '2', 'connection', 'close, b'], false), []);
+  // Same-length names that are not hop-by-hop stay (length only decides whether to look).
+  assert.deepEqual(endToEndRawHeaders(['Te', 'x', 'Tx', 'y', 'Content-Type', 'text/plain', 'Upgradez', '1', 'Upgrade', 'h2c'], false), ['Tx', 'y', 'Content-Type', 'text/plain', 'Upgradez', '1']);
+  assert.deepEqual(endToEndRawHeaders([], false), []);
 });
 
 /**
