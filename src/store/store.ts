@@ -129,7 +129,7 @@ export class Store {
    * I/O error), true again after the next write that succeeds (see probe()).
    */
   healthy = true;
-  /** Session creates and heartbeats from concurrent requests share one transaction. */
+  /** Session creates, heartbeats and deletes from concurrent requests share one transaction. */
   readonly group: GroupCommit;
 
   constructor(readonly db: Db) {
@@ -295,8 +295,13 @@ export class Store {
     return this.q.touchSession.run(expiresAt, now, id, now).changes === 1;
   }
 
-  deleteSession(id: string): boolean {
-    return this.write(() => this.q.deleteSession.run(id).changes === 1);
+  /**
+   * Deletes a session (its rules cascade), through the group commit; `then` gets whether it
+   * existed. A missing session is not a failed write: it changes nothing and costs the rest
+   * of its group nothing.
+   */
+  queueDeleteSession<R>(id: string, then: (deleted: boolean) => R): Promise<R> {
+    return this.group.submit(() => this.q.deleteSession.run(id).changes === 1, then);
   }
 
   /** Deletes expired sessions (their rules cascade) and returns their ids. */
