@@ -122,6 +122,12 @@ function toRule(r: RuleRow): RuleRecord {
   };
 }
 
+/**
+ * The sweep of expired global rules. Its terms imply the WHERE of the partial index
+ * rules_global_expiry (migration 004), which is what lets SQLite use that index: keep them.
+ */
+export const EXPIRED_GLOBAL_RULES_SQL = "SELECT id FROM rules WHERE layer = 'global' AND expires_at IS NOT NULL AND expires_at <= ?";
+
 export class Store {
   private readonly q;
   /**
@@ -163,7 +169,7 @@ export class Store {
       ),
       deleteRulesOfSession: db.prepare('DELETE FROM rules WHERE session_id = ?'),
       deleteRule: db.prepare('DELETE FROM rules WHERE id = ?'),
-      expiredRules: db.prepare<[number], { id: number }>("SELECT id FROM rules WHERE layer = 'global' AND expires_at IS NOT NULL AND expires_at <= ?"),
+      expiredRules: db.prepare<[number], { id: number }>(EXPIRED_GLOBAL_RULES_SQL),
       containers: db.prepare<[], ContainerRow>('SELECT name, learning_enabled, learning_expires_at FROM containers'),
       // Rewrites one row with itself: a real write (a WAL frame) that changes nothing.
       probe: db.prepare('UPDATE schema_migrations SET applied_at = applied_at WHERE version = (SELECT max(version) FROM schema_migrations)'),
