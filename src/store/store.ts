@@ -4,6 +4,7 @@ import type { Action, Layer, RuleRecord } from '../policy/rules.js';
 import type { LearningSwitch, SessionRecord } from '../policy/state.js';
 import { statfsSync } from 'node:fs';
 import { dirname } from 'node:path';
+import type Database from 'better-sqlite3';
 import { StoreUnavailableError, storeUnavailable, type Db } from './database.js';
 import { GroupCommit } from './group-commit.js';
 
@@ -122,11 +123,35 @@ function toRule(r: RuleRow): RuleRecord {
   };
 }
 
+const RULE_COLUMNS = '(layer, session_id, container_pattern, destination_pattern, port_pattern, action, expires_at, notes, created_at, updated_at)';
+const RULE_VALUES = '(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)';
+/**
+ * A session's rules are inserted by multi-row INSERTs of up to this many rows: per statement,
+ * SQLite also reads and rewrites the AUTOINCREMENT counter, and each run is a call into
+ * the driver, so ten single-row inserts cost a good deal more than one ten-row insert.
+ */
+const RULES_PER_INSERT = 32;
+
 /**
  * The sweep of expired global rules. Its terms imply the WHERE of the partial index
  * rules_global_expiry (migration 004), which is what lets SQLite use that index: keep them.
  */
 export const EXPIRED_GLOBAL_RULES_SQL = "SELECT id FROM rules WHERE layer = 'global' AND expires_at IS NOT NULL AND expires_at <= ?";
+
+function ruleRecord(id: number, rule: Omit<NewRule, 'layer' | 'sessionId'>, layer: Layer, sessionId: string | null, now: number): RuleRecord {
+  return {
+    id,
+    layer,
+    sessionId,
+    containerPattern: rule.containerPattern,
+    destinationPattern: rule.destinationPattern,
+    portPattern: rule.portPattern,
+    action: rule.action,
+    expiresAt: rule.expiresAt,
+    notes: rule.notes,
+    createdAt: now,
+  };
+}
 
 export class Store {
   private readonly q;
@@ -137,6 +162,8 @@ export class Store {
   healthy = true;
   /** Session creates, heartbeats and deletes from concurrent requests share one transaction. */
   readonly group: GroupCommit;
+  /** Multi-row rule INSERTs by row count, prepared when first needed. */
+  private readonly ruleInserts: Array<Database.Statement<unknown[]> | undefined> = [];
 
   constructor(readonly db: Db) {
     this.group = new GroupCommit(db, (fn) => this.write(fn));
@@ -160,8 +187,7 @@ export class Store {
       // Positional parameters: binding by name costs a property lookup per column, and
       // this runs once per rule of every session create.
       insertRule: db.prepare<[Layer, string | null, string, string, string, Action, number | null, string | null, number, number]>(
-        `INSERT INTO rules (layer, session_id, container_pattern, destination_pattern, port_pattern, action, expires_at, notes, created_at, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        `INSERT INTO rules ${RULE_COLUMNS} VALUES ${RULE_VALUES}`,
       ),
       updateRule: db.prepare(
         `UPDATE rules SET container_pattern = @containerPattern, destination_pattern = @destinationPattern, port_pattern = @portPattern,
@@ -283,7 +309,7 @@ export class Store {
     } else {
       row.seq = Number(this.q.insertSession.run(params).lastInsertRowid);
     }
-    const inserted = rules.map((r) => this.insertRuleRow(r, 'session', s.id, now));
+    const inserted = this.insertSessionRuleRows(s.id, rules, now);
     // Built from what was written rather than read back: the same values a restart loads
     // (toSession parses the JSON columns exactly as it would from the row).
     return { session: toSession(row), rules: inserted, created: !existing };
@@ -355,6 +381,35 @@ export class Store {
     })());
   }
 
+  /** Inserts a session's rules, in order, and returns their records (no read-back). */
+  private insertSessionRuleRows(sessionId: string, rules: readonly Omit<NewRule, 'layer' | 'sessionId'>[], now: number): RuleRecord[] {
+    const records: RuleRecord[] = [];
+    for (let start = 0; start < rules.length; start += RULES_PER_INSERT) {
+      const end = Math.min(start + RULES_PER_INSERT, rules.length);
+      const params: unknown[] = [];
+      for (let i = start; i < end; i++) {
+        const r = rules[i]!;
+        params.push('session', sessionId, r.containerPattern, r.destinationPattern, r.portPattern, r.action, r.expiresAt, r.notes, now, now);
+      }
+      const info = this.rulesInsert(end - start).run(params);
+      // AUTOINCREMENT gives each new row one more than the largest id the table ever had,
+      // and nothing else writes during the statement: its rows got consecutive ids, in
+      // VALUES order, ending at lastInsertRowid.
+      const first = Number(info.lastInsertRowid) - (end - start) + 1;
+      for (let i = start; i < end; i++) records.push(ruleRecord(first + i - start, rules[i]!, 'session', sessionId, now));
+    }
+    return records;
+  }
+
+  private rulesInsert(rows: number): Database.Statement<unknown[]> {
+    let statement = this.ruleInserts[rows];
+    if (!statement) {
+      statement = this.db.prepare<unknown[]>(`INSERT INTO rules ${RULE_COLUMNS} VALUES ${Array(rows).fill(RULE_VALUES).join(', ')}`);
+      this.ruleInserts[rows] = statement;
+    }
+    return statement;
+  }
+
   /** Inserts a rule and returns its record, built from what was written (no read-back). */
   private insertRuleRow(rule: Omit<NewRule, 'layer' | 'sessionId'>, layer: Layer, sessionId: string | null, now: number): RuleRecord {
     const info = this.q.insertRule.run(
@@ -369,18 +424,7 @@ export class Store {
       now,
       now,
     );
-    return {
-      id: Number(info.lastInsertRowid),
-      layer,
-      sessionId,
-      containerPattern: rule.containerPattern,
-      destinationPattern: rule.destinationPattern,
-      portPattern: rule.portPattern,
-      action: rule.action,
-      expiresAt: rule.expiresAt,
-      notes: rule.notes,
-      createdAt: now,
-    };
+    return ruleRecord(Number(info.lastInsertRowid), rule, layer, sessionId, now);
   }
 
   // ---- containers ----
