@@ -6,9 +6,9 @@ import { canonicalisePatterns, type RuleRecord } from '../policy/rules.js';
 import type { PolicyState, SessionEntry } from '../policy/state.js';
 import { deriveToken, hashToken, newNonce } from '../identity/tokens.js';
 import { SessionConflictError, type Store, type StoredSession } from '../store/store.js';
+import { newSessionId } from './session-ids.js';
 import { prepareSessionRules } from './session-rules.js';
 import type { LearningInput, RuleCreate, RuleListQuery, RulePatch, SessionCreate } from './schemas.js';
-import { randomUUID } from 'node:crypto';
 
 export class ControlError extends Error {
   constructor(
@@ -118,7 +118,7 @@ export class Control {
     });
     if (errors.length > 0) throw new ControlError(400, 'invalid session', errors);
 
-    const id = input.session_id ?? randomUUID();
+    const id = input.session_id ?? newSessionId(now);
     // The store refuses this too; checked here first (memory mirrors the store) so that a
     // refused re-post never costs the other writes of its group commit a re-run. Not while a
     // delete of this id waits for its commit: memory is about to lose the session, and the

@@ -74,7 +74,7 @@ export interface SessionWrite {
   /** Used only when the session is new; an existing session keeps its token. */
   readonly tokenHash: string;
   readonly tokenNonce: string;
-  /** The id was generated for this write (a random UUID): no row can have it yet, so it is not looked up. */
+  /** The id was generated for this write (a UUIDv7, 74 random bits): no row can have it yet, so it is not looked up. */
   readonly freshId?: boolean;
 }
 
