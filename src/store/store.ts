@@ -125,6 +125,9 @@ function toRule(r: RuleRow): RuleRecord {
 
 const RULE_COLUMNS = '(layer, session_id, container_pattern, destination_pattern, port_pattern, action, expires_at, notes, created_at, updated_at)';
 const RULE_VALUES = '(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)';
+// A row of a session's rules: what all rows share is written once per statement (binding
+// a value is a conversion from JS, and a 10-row insert would otherwise bind 100).
+const SESSION_RULE_VALUES = "('session', @sessionId, ?, ?, ?, ?, ?, ?, @now, @now)";
 /**
  * A session's rules are inserted by multi-row INSERTs of up to this many rows: per statement,
  * SQLite also reads and rewrites the AUTOINCREMENT counter, and each run is a call into
@@ -389,9 +392,9 @@ export class Store {
       const params: unknown[] = [];
       for (let i = start; i < end; i++) {
         const r = rules[i]!;
-        params.push('session', sessionId, r.containerPattern, r.destinationPattern, r.portPattern, r.action, r.expiresAt, r.notes, now, now);
+        params.push(r.containerPattern, r.destinationPattern, r.portPattern, r.action, r.expiresAt, r.notes);
       }
-      const info = this.rulesInsert(end - start).run(params);
+      const info = this.rulesInsert(end - start).run(params, { sessionId, now });
       // AUTOINCREMENT gives each new row one more than the largest id the table ever had,
       // and nothing else writes during the statement: its rows got consecutive ids, in
       // VALUES order, ending at lastInsertRowid.
@@ -404,7 +407,7 @@ export class Store {
   private rulesInsert(rows: number): Database.Statement<unknown[]> {
     let statement = this.ruleInserts[rows];
     if (!statement) {
-      statement = this.db.prepare<unknown[]>(`INSERT INTO rules ${RULE_COLUMNS} VALUES ${Array(rows).fill(RULE_VALUES).join(', ')}`);
+      statement = this.db.prepare<unknown[]>(`INSERT INTO rules ${RULE_COLUMNS} VALUES ${Array(rows).fill(SESSION_RULE_VALUES).join(', ')}`);
       this.ruleInserts[rows] = statement;
     }
     return statement;
