@@ -20,7 +20,7 @@ export function newSessionId(now: number): string {
     poolOffset = 0;
   }
   const b = Buffer.allocUnsafe(16);
-  b.writeUIntBE(Math.max(0, Math.min(now, 2 ** 48 - 1)), 0, 6);
+  b.writeUIntBE(Math.max(0, Math.min(Math.floor(now), 2 ** 48 - 1)), 0, 6);
   pool.copy(b, 6, poolOffset, poolOffset + RANDOM_BYTES);
   poolOffset += RANDOM_BYTES;
   b[6] = 0x70 | (b[6]! & 0x0f); // version 7

@@ -187,8 +187,8 @@ export class Store {
       ruleById: db.prepare<[number], RuleRow>('SELECT * FROM rules WHERE id = ?'),
       rulesOfSession: db.prepare<[string], RuleRow>('SELECT * FROM rules WHERE session_id = ? ORDER BY id'),
       allRules: db.prepare<[], RuleRow>('SELECT * FROM rules ORDER BY id'),
-      // Positional parameters: binding by name costs a property lookup per column, and
-      // this runs once per rule of every session create.
+      // One global rule (a session's rules go in by insertSessionRuleRows). Positional
+      // parameters: binding by name costs a property lookup per column.
       insertRule: db.prepare<[Layer, string | null, string, string, string, Action, number | null, string | null, number, number]>(
         `INSERT INTO rules ${RULE_COLUMNS} VALUES ${RULE_VALUES}`,
       ),

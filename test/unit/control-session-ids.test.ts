@@ -13,6 +13,8 @@ test('a generated session id is a UUIDv7 carrying the creation time', () => {
     assert.match(id, V7);
     assert.equal(timeOf(id), now);
   }
+  // A clock with sub-millisecond precision (a test clock, performance-based) is floored.
+  assert.equal(timeOf(newSessionId(1234.75)), 1234);
 });
 
 test('ids sort by creation time, and 100,000 of them (many per millisecond, across pool refills) are all different', () => {
