@@ -6,9 +6,9 @@ import { canonicalisePatterns, type RuleRecord } from '../policy/rules.js';
 import type { PolicyState, SessionEntry } from '../policy/state.js';
 import { deriveToken, hashToken, newNonce } from '../identity/tokens.js';
 import { SessionConflictError, type Store, type StoredSession } from '../store/store.js';
+import { newSessionId } from './session-ids.js';
 import { prepareSessionRules } from './session-rules.js';
 import type { LearningInput, RuleCreate, RuleListQuery, RulePatch, SessionCreate } from './schemas.js';
-import { randomUUID } from 'node:crypto';
 
 export class ControlError extends Error {
   constructor(
@@ -67,6 +67,8 @@ function sessionJson(s: StoredSession | SessionEntry['record']) {
 
 export class Control {
   private readonly listeners: Array<(e: ChangeEvent) => void> = [];
+  /** Session ids with a delete queued for the group commit (how many), not yet settled. */
+  private readonly deleting = new Map<string, number>();
 
   constructor(
     private readonly store: Store,
@@ -116,10 +118,12 @@ export class Control {
     });
     if (errors.length > 0) throw new ControlError(400, 'invalid session', errors);
 
-    const id = input.session_id ?? randomUUID();
+    const id = input.session_id ?? newSessionId(now);
     // The store refuses this too; checked here first (memory mirrors the store) so that a
-    // refused re-post never costs the other writes of its group commit a re-run.
-    const current = input.session_id === undefined ? undefined : this.state.session(id);
+    // refused re-post never costs the other writes of its group commit a re-run. Not while a
+    // delete of this id waits for its commit: memory is about to lose the session, and the
+    // store, which runs the writes in the order they came, decides.
+    const current = input.session_id === undefined || this.deleting.has(id) ? undefined : this.state.session(id);
     if (current && current.record.expiresAt > now && current.record.container !== input.container_name) {
       throw new ControlError(409, `session ${id} belongs to container ${current.record.container}`);
     }
@@ -177,13 +181,25 @@ export class Control {
     });
   }
 
-  deleteSession(id: string) {
-    const entry = this.state.session(id);
-    const deleted = this.store.deleteSession(id);
-    this.state.deleteSession(id);
-    if (!deleted) throw new ControlError(404, 'session not found');
-    this.emit({ type: 'session.deleted', sessionId: id, container: entry?.record.container ?? '' });
-    return { session_id: id, deleted: true };
+  /**
+   * Deletes a session; like createSession, through the group commit. Until that commit the
+   * session stays in memory and keeps deciding; right after it, it leaves memory and the
+   * `session.deleted` event (which re-decides its open connections) goes out.
+   */
+  async deleteSession(id: string) {
+    this.deleting.set(id, (this.deleting.get(id) ?? 0) + 1);
+    try {
+      return await this.store.queueDeleteSession(id, (deleted) => {
+        const entry = this.state.deleteSession(id);
+        if (!deleted) throw new ControlError(404, 'session not found');
+        this.emit({ type: 'session.deleted', sessionId: id, container: entry?.record.container ?? '' });
+        return { session_id: id, deleted: true as const };
+      });
+    } finally {
+      const n = this.deleting.get(id)! - 1;
+      if (n === 0) this.deleting.delete(id);
+      else this.deleting.set(id, n);
+    }
   }
 
   listSessions() {

@@ -15,6 +15,12 @@ import {
 import type { CompiledRule, RuleRecord } from '../policy/rules.js';
 import type { NewRule } from '../store/store.js';
 import type { SessionCreate } from './schemas.js';
+import { ParseCache } from './pattern-cache.js';
+
+// A few thousand distinct destinations cover the rule sets of many kinds of sandboxes, at
+// well under a megabyte; port patterns repeat even more.
+const destinations = new ParseCache(parseDestinationPattern, 4096);
+const ports = new ParseCache(parsePortPattern, 512);
 
 export type SessionRuleRow = Omit<NewRule, 'layer' | 'sessionId'>;
 
@@ -45,17 +51,17 @@ export function prepareSessionRules(container: string, rules: SessionCreate['net
   }
   rules.forEach((r, i) => {
     try {
-      const destination = parseDestinationPattern(r.destination_pattern);
-      const ports = parsePortPattern(r.port_pattern);
+      const destination = destinations.get(r.destination_pattern);
+      const portSet = ports.get(r.port_pattern);
       rows.push({
         containerPattern: container,
         destinationPattern: destination.canonical,
-        portPattern: ports.canonical,
+        portPattern: portSet.canonical,
         action: r.action,
         expiresAt: null,
         notes: r.notes ?? null,
       });
-      matchers.push({ destination: destination.matcher, ports: ports.matcher });
+      matchers.push({ destination: destination.matcher, ports: portSet.matcher });
     } catch (err) {
       if (!(err instanceof PatternError)) throw err;
       errors.push(`network_rules.${i}: ${err.message}`);

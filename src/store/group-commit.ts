@@ -1,7 +1,7 @@
 // Group commit: writes that arrive in the same event-loop turn (concurrent API requests)
-// share one SQLite transaction, so a burst of session creates or heartbeats pays for one
-// commit instead of one each. Every caller is answered only after the transaction that
-// holds its write has committed. When any write of the group fails (a conflict, a
+// share one SQLite transaction, so a burst of session creates, heartbeats or deletes pays
+// for one commit instead of one each. Every caller is answered only after the transaction
+// that holds its write has committed. When any write of the group fails (a conflict, a
 // constraint, a full disk, an I/O error), the shared transaction is rolled back and every
 // write of the group runs again in a transaction of its own: the failing write fails only
 // its own caller, with the error it gets alone, and the outcome is exactly what one

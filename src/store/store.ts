@@ -4,6 +4,7 @@ import type { Action, Layer, RuleRecord } from '../policy/rules.js';
 import type { LearningSwitch, SessionRecord } from '../policy/state.js';
 import { statfsSync } from 'node:fs';
 import { dirname } from 'node:path';
+import type Database from 'better-sqlite3';
 import { StoreUnavailableError, storeUnavailable, type Db } from './database.js';
 import { GroupCommit } from './group-commit.js';
 
@@ -73,7 +74,7 @@ export interface SessionWrite {
   /** Used only when the session is new; an existing session keeps its token. */
   readonly tokenHash: string;
   readonly tokenNonce: string;
-  /** The id was generated for this write (a random UUID): no row can have it yet, so it is not looked up. */
+  /** The id was generated for this write (a UUIDv7, 74 random bits): no row can have it yet, so it is not looked up. */
   readonly freshId?: boolean;
 }
 
@@ -122,6 +123,39 @@ function toRule(r: RuleRow): RuleRecord {
   };
 }
 
+const RULE_COLUMNS = '(layer, session_id, container_pattern, destination_pattern, port_pattern, action, expires_at, notes, created_at, updated_at)';
+const RULE_VALUES = '(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)';
+// A row of a session's rules: what all rows share is written once per statement (binding
+// a value is a conversion from JS, and a 10-row insert would otherwise bind 100).
+const SESSION_RULE_VALUES = "('session', @sessionId, ?, ?, ?, ?, ?, ?, @now, @now)";
+/**
+ * A session's rules are inserted by multi-row INSERTs of up to this many rows: per statement,
+ * SQLite also reads and rewrites the AUTOINCREMENT counter, and each run is a call into
+ * the driver, so ten single-row inserts cost a good deal more than one ten-row insert.
+ */
+const RULES_PER_INSERT = 32;
+
+/**
+ * The sweep of expired global rules. Its terms imply the WHERE of the partial index
+ * rules_global_expiry (migration 004), which is what lets SQLite use that index: keep them.
+ */
+export const EXPIRED_GLOBAL_RULES_SQL = "SELECT id FROM rules WHERE layer = 'global' AND expires_at IS NOT NULL AND expires_at <= ?";
+
+function ruleRecord(id: number, rule: Omit<NewRule, 'layer' | 'sessionId'>, layer: Layer, sessionId: string | null, now: number): RuleRecord {
+  return {
+    id,
+    layer,
+    sessionId,
+    containerPattern: rule.containerPattern,
+    destinationPattern: rule.destinationPattern,
+    portPattern: rule.portPattern,
+    action: rule.action,
+    expiresAt: rule.expiresAt,
+    notes: rule.notes,
+    createdAt: now,
+  };
+}
+
 export class Store {
   private readonly q;
   /**
@@ -129,8 +163,10 @@ export class Store {
    * I/O error), true again after the next write that succeeds (see probe()).
    */
   healthy = true;
-  /** Session creates and heartbeats from concurrent requests share one transaction. */
+  /** Session creates, heartbeats and deletes from concurrent requests share one transaction. */
   readonly group: GroupCommit;
+  /** Multi-row rule INSERTs by row count, prepared when first needed. */
+  private readonly ruleInserts: Array<Database.Statement<unknown[]> | undefined> = [];
 
   constructor(readonly db: Db) {
     this.group = new GroupCommit(db, (fn) => this.write(fn));
@@ -151,11 +187,10 @@ export class Store {
       ruleById: db.prepare<[number], RuleRow>('SELECT * FROM rules WHERE id = ?'),
       rulesOfSession: db.prepare<[string], RuleRow>('SELECT * FROM rules WHERE session_id = ? ORDER BY id'),
       allRules: db.prepare<[], RuleRow>('SELECT * FROM rules ORDER BY id'),
-      // Positional parameters: binding by name costs a property lookup per column, and
-      // this runs once per rule of every session create.
+      // One global rule (a session's rules go in by insertSessionRuleRows). Positional
+      // parameters: binding by name costs a property lookup per column.
       insertRule: db.prepare<[Layer, string | null, string, string, string, Action, number | null, string | null, number, number]>(
-        `INSERT INTO rules (layer, session_id, container_pattern, destination_pattern, port_pattern, action, expires_at, notes, created_at, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        `INSERT INTO rules ${RULE_COLUMNS} VALUES ${RULE_VALUES}`,
       ),
       updateRule: db.prepare(
         `UPDATE rules SET container_pattern = @containerPattern, destination_pattern = @destinationPattern, port_pattern = @portPattern,
@@ -163,7 +198,7 @@ export class Store {
       ),
       deleteRulesOfSession: db.prepare('DELETE FROM rules WHERE session_id = ?'),
       deleteRule: db.prepare('DELETE FROM rules WHERE id = ?'),
-      expiredRules: db.prepare<[number], { id: number }>("SELECT id FROM rules WHERE layer = 'global' AND expires_at IS NOT NULL AND expires_at <= ?"),
+      expiredRules: db.prepare<[number], { id: number }>(EXPIRED_GLOBAL_RULES_SQL),
       containers: db.prepare<[], ContainerRow>('SELECT name, learning_enabled, learning_expires_at FROM containers'),
       // Rewrites one row with itself: a real write (a WAL frame) that changes nothing.
       probe: db.prepare('UPDATE schema_migrations SET applied_at = applied_at WHERE version = (SELECT max(version) FROM schema_migrations)'),
@@ -277,7 +312,7 @@ export class Store {
     } else {
       row.seq = Number(this.q.insertSession.run(params).lastInsertRowid);
     }
-    const inserted = rules.map((r) => this.insertRuleRow(r, 'session', s.id, now));
+    const inserted = this.insertSessionRuleRows(s.id, rules, now);
     // Built from what was written rather than read back: the same values a restart loads
     // (toSession parses the JSON columns exactly as it would from the row).
     return { session: toSession(row), rules: inserted, created: !existing };
@@ -295,8 +330,13 @@ export class Store {
     return this.q.touchSession.run(expiresAt, now, id, now).changes === 1;
   }
 
-  deleteSession(id: string): boolean {
-    return this.write(() => this.q.deleteSession.run(id).changes === 1);
+  /**
+   * Deletes a session (its rules cascade), through the group commit; `then` gets whether it
+   * existed. A missing session is not a failed write: it changes nothing and costs the rest
+   * of its group nothing.
+   */
+  queueDeleteSession<R>(id: string, then: (deleted: boolean) => R): Promise<R> {
+    return this.group.submit(() => this.q.deleteSession.run(id).changes === 1, then);
   }
 
   /** Deletes expired sessions (their rules cascade) and returns their ids. */
@@ -344,6 +384,35 @@ export class Store {
     })());
   }
 
+  /** Inserts a session's rules, in order, and returns their records (no read-back). */
+  private insertSessionRuleRows(sessionId: string, rules: readonly Omit<NewRule, 'layer' | 'sessionId'>[], now: number): RuleRecord[] {
+    const records: RuleRecord[] = [];
+    for (let start = 0; start < rules.length; start += RULES_PER_INSERT) {
+      const end = Math.min(start + RULES_PER_INSERT, rules.length);
+      const params: unknown[] = [];
+      for (let i = start; i < end; i++) {
+        const r = rules[i]!;
+        params.push(r.containerPattern, r.destinationPattern, r.portPattern, r.action, r.expiresAt, r.notes);
+      }
+      const info = this.rulesInsert(end - start).run(params, { sessionId, now });
+      // AUTOINCREMENT gives each new row one more than the largest id the table ever had,
+      // and nothing else writes during the statement: its rows got consecutive ids, in
+      // VALUES order, ending at lastInsertRowid.
+      const first = Number(info.lastInsertRowid) - (end - start) + 1;
+      for (let i = start; i < end; i++) records.push(ruleRecord(first + i - start, rules[i]!, 'session', sessionId, now));
+    }
+    return records;
+  }
+
+  private rulesInsert(rows: number): Database.Statement<unknown[]> {
+    let statement = this.ruleInserts[rows];
+    if (!statement) {
+      statement = this.db.prepare<unknown[]>(`INSERT INTO rules ${RULE_COLUMNS} VALUES ${Array(rows).fill(SESSION_RULE_VALUES).join(', ')}`);
+      this.ruleInserts[rows] = statement;
+    }
+    return statement;
+  }
+
   /** Inserts a rule and returns its record, built from what was written (no read-back). */
   private insertRuleRow(rule: Omit<NewRule, 'layer' | 'sessionId'>, layer: Layer, sessionId: string | null, now: number): RuleRecord {
     const info = this.q.insertRule.run(
@@ -358,18 +427,7 @@ export class Store {
       now,
       now,
     );
-    return {
-      id: Number(info.lastInsertRowid),
-      layer,
-      sessionId,
-      containerPattern: rule.containerPattern,
-      destinationPattern: rule.destinationPattern,
-      portPattern: rule.portPattern,
-      action: rule.action,
-      expiresAt: rule.expiresAt,
-      notes: rule.notes,
-      createdAt: now,
-    };
+    return ruleRecord(Number(info.lastInsertRowid), rule, layer, sessionId, now);
   }
 
   // ---- containers ----

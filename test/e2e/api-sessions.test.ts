@@ -67,9 +67,15 @@ test('create returns exactly the documented fields, and the session reads back w
   await s.api('DELETE', '/api/sessions/life-1');
 });
 
-test('defaults: a generated session id, ttl 900 s, no rules, allow_all false', async () => {
+test('defaults: a generated (time-ordered) session id, ttl 900 s, no rules, allow_all false', async () => {
   const b = await s.createSession({ container_name: 'defaults' });
-  assert.match(b.session_id, /^[0-9a-f-]{36}$/);
+  // A UUIDv7 carrying the creation time: ids generated later sort later.
+  assert.match(b.session_id, /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+  assert.equal(parseInt(b.session_id.replace(/-/g, '').slice(0, 12), 16), Date.parse(b.created_at as string));
+  clock.advance(0.001);
+  const later = await s.createSession({ container_name: 'defaults-2' });
+  assert.ok(later.session_id > b.session_id, `${later.session_id} sorts after ${b.session_id}`);
+  await s.api('DELETE', `/api/sessions/${later.session_id}`);
   assert.equal(Date.parse(b.expires_at as string) - Date.parse(b.created_at as string), 900_000);
   assert.equal(b.rules_created, 0);
   assert.equal(b.allow_all, false);

@@ -154,3 +154,100 @@ test('writes submitted while a group commits (from its callbacks) go into the ne
   assert.equal(store.group.commits - before, 2);
   assert.deepEqual(committed.sessions(), ['p1', 'p2', 'p3']);
 });
+
+test('concurrent session deletes share one commit; each session stays in memory, deciding, until that commit', async (t) => {
+  const { store, state, control, committed } = setup(t);
+  const ids = Array.from({ length: 30 }, (_, i) => `d${i}`);
+  await Promise.all(ids.map((id) => control.createSession(body(id))));
+  // The event goes out after the commit: a listener (live revocation) sees the store without the session.
+  const seen: Array<{ id: string; container: string; inStore: boolean; inMemory: boolean }> = [];
+  control.onChange((e) => {
+    if (e.type === 'session.deleted') seen.push({ id: e.sessionId, container: e.container, inStore: committed.sessions().includes(e.sessionId), inMemory: state.session(e.sessionId) !== undefined });
+  });
+  const before = store.group.commits;
+  const pending = ids.map((id) => control.deleteSession(id));
+  // Queued, not yet written: still committed, still in memory (still deciding), no event.
+  assert.deepEqual(committed.sessions(), ids);
+  assert.ok(state.session('d0'));
+  assert.equal(state.sessionByTokenHash(state.session('d0')!.record.tokenHash, NOW)?.record.id, 'd0', 'its token still authenticates');
+  assert.deepEqual(seen, []);
+  const answers = await Promise.all(pending);
+  assert.equal(store.group.commits - before, 1, 'one transaction for the whole burst');
+  assert.deepEqual(answers, ids.map((id) => ({ session_id: id, deleted: true })));
+  assert.deepEqual(committed.sessions(), []);
+  for (const id of ids) {
+    assert.equal(committed.rules(id), 0, `${id}: its rules cascaded`);
+    assert.equal(state.session(id), undefined);
+  }
+  assert.deepEqual(seen, ids.map((id) => ({ id, container: `c-${id}`, inStore: false, inMemory: false })));
+});
+
+test('a delete of a missing session in a group of real deletes is 404 alone; the group is not re-run', async (t) => {
+  const { store, state, control, committed } = setup(t);
+  await Promise.all(['k1', 'k2', 'k3'].map((id) => control.createSession(body(id))));
+  const events: string[] = [];
+  control.onChange((e) => events.push(`${e.type} ${'sessionId' in e ? e.sessionId : ''}`));
+  const before = store.group.commits;
+  const [k1, missing, k2, twice, beat] = await Promise.allSettled([
+    control.deleteSession('k1'),
+    control.deleteSession('never-was'),
+    control.deleteSession('k2'),
+    control.deleteSession('k2'), // the same session twice in one group: the second finds nothing
+    control.heartbeat('k3'),
+  ]);
+  assert.deepEqual(k1, { status: 'fulfilled', value: { session_id: 'k1', deleted: true } });
+  assert.deepEqual(k2, { status: 'fulfilled', value: { session_id: 'k2', deleted: true } });
+  assert.equal(beat.status, 'fulfilled');
+  for (const r of [missing, twice]) {
+    assert.equal(r.status, 'rejected');
+    const err = (r as PromiseRejectedResult).reason;
+    assert.ok(err instanceof ControlError && err.status === 404 && err.message === 'session not found', String(err));
+  }
+  assert.equal(store.group.commits - before, 1, 'a 404 is no failed write: nothing rolled back or re-run');
+  assert.deepEqual(committed.sessions(), ['k3']);
+  assert.ok(state.session('k3'));
+  assert.deepEqual(events, ['session.deleted k1', 'session.deleted k2', 'session.heartbeat k3'], 'one event per real delete, none for the 404s');
+});
+
+test('creates and deletes of one session in one group take effect in the order they were sent', async (t) => {
+  const { store, state, control, committed } = setup(t);
+  await control.createSession(body('cycle'));
+  const oldToken = state.session('cycle')!.record.tokenHash;
+  const before = store.group.commits;
+  const [del, create, delAgain, recreate] = await Promise.allSettled([
+    control.deleteSession('cycle'),
+    control.createSession(body('cycle', 'other-container')),
+    control.deleteSession('cycle'),
+    control.createSession(body('cycle', 'last')),
+  ]);
+  for (const r of [del, create, delAgain, recreate]) assert.equal(r.status, 'fulfilled', String((r as PromiseRejectedResult).reason));
+  assert.equal(store.group.commits - before, 1);
+  assert.deepEqual(committed.sessions(), ['cycle']);
+  const entry = state.session('cycle')!;
+  assert.equal(entry.record.container, 'last');
+  assert.notEqual(entry.record.tokenHash, oldToken, 'a new session, with a new token');
+  assert.deepEqual(entry.record, store.getSession('cycle'), 'memory matches the store');
+  assert.equal(entry.rules.size, 10);
+  assert.equal(committed.rules('cycle'), 10);
+});
+
+test('a storage failure in a group of deletes fails only its own write; the deletes are committed once', async (t) => {
+  const { db, store, state, control, committed } = setup(t);
+  await Promise.all(['f1', 'f2', 'keep'].map((id) => control.createSession(body(id))));
+  const failing = store.group.submit(
+    () => {
+      throw Object.assign(new Error('disk I/O error'), { code: 'SQLITE_IOERR_WRITE' });
+    },
+    () => undefined,
+  );
+  const deletes = Promise.all([control.deleteSession('f1'), control.deleteSession('f2')]);
+  await assert.rejects(failing, (e: unknown) => e instanceof StoreUnavailableError);
+  assert.deepEqual(await deletes, [
+    { session_id: 'f1', deleted: true },
+    { session_id: 'f2', deleted: true },
+  ]);
+  assert.deepEqual(committed.sessions(), ['keep']);
+  assert.equal(state.session('f1'), undefined);
+  assert.ok(state.session('keep'));
+  assert.equal(db.prepare("SELECT count(*) FROM rules WHERE layer = 'session'").pluck().get(), 10);
+});
