@@ -4,7 +4,7 @@ import http from 'node:http';
 import type net from 'node:net';
 import httpProxy from 'http-proxy';
 import { parsePort } from '../policy/host.js';
-import { classify } from './dial.js';
+import { CLIENT_WENT_AWAY, classify } from './dial.js';
 import type { Admission, Gate, Protocol } from './gate.js';
 import { renderingOf, type Failure } from './outcomes.js';
 import { drainUntilClosed, failureBody, failureHeaders, rawRefusal, rawResponse } from './raw-response.js';
@@ -15,9 +15,6 @@ import { upstreamRequestHeaders } from './forward-headers.js';
 import { relayResponse } from './forward-response.js';
 import type { ConnectHandler } from './connect-handler.js';
 import type { UpstreamProxy } from './upstream-proxy.js';
-
-/** The audited outcome of an allowed request whose client left before it was sent (as tunnel.ts). */
-const CLIENT_LEFT: Failure = Object.freeze({ kind: 'connect_error', detail: 'client went away' });
 
 export interface HttpHandlerOptions {
   readonly gate: Gate;
@@ -126,7 +123,7 @@ export function createHttpHandler(opts: HttpHandlerOptions): http.Server {
     // A client that left while its request was decided (waiting for DNS, say): nothing is
     // sent upstream, and, as for a tunnel, the allow is recorded as going nowhere.
     if (res.destroyed || req.socket.destroyed) {
-      gate.upstreamFailed(admission, CLIENT_LEFT);
+      gate.upstreamFailed(admission, CLIENT_WENT_AWAY);
       return;
     }
     connections.trackForward(req, res, admission, conn.ipText(admission.addresses[0]!));
