@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ProxyAgent, request as undiciRequest } from 'undici';
 import { curl, eventually } from '../helpers/harness.js';
-import { basic, basicSetup, echoFor, originFor, parseCurl, RawClient, sessionFor, sluiceFor, socks5, socks5Raw } from '../helpers/proxy-helpers.js';
+import { basic, basicSetup, echoFor, halfClosingOriginFor, originFor, parseCurl, RawClient, sessionFor, sluiceFor, socks5, socks5Raw } from '../helpers/proxy-helpers.js';
 
 test('curl -p tunnels through CONNECT to an allowed origin', async (t) => {
   const { s, origin, session } = await basicSetup(t);
@@ -148,20 +148,7 @@ test('bytes sent while sluice is still resolving and dialling are delivered afte
 });
 
 test('an origin that half-closes still receives what the client sends afterwards (CONNECT and SOCKS5)', async (t) => {
-  // Says hello, sends its FIN, and keeps reading until the client's FIN.
-  const heard: string[] = [];
-  const server = net.createServer({ allowHalfOpen: true }, (sock) => {
-    let got = '';
-    sock.on('data', (d: Buffer) => (got += d.toString()));
-    sock.on('end', () => {
-      heard.push(got);
-      sock.destroy();
-    });
-    sock.end('hello, and that is all from me');
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.2', r));
-  t.after(() => server.close());
-  const port = (server.address() as net.AddressInfo).port;
+  const { port, heard } = await halfClosingOriginFor(t, 'hello, and that is all from me');
   const s = await sluiceFor(t);
   const session = await sessionFor(s, 'build-1', { host: '127.0.0.2', port });
 

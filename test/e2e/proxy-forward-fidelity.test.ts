@@ -5,34 +5,21 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { basic, RawClient, sluiceFor, type T } from '../helpers/proxy-helpers.js';
+import { basic, rawOriginFor, RawClient, sluiceFor, type T } from '../helpers/proxy-helpers.js';
 
 /** A raw origin on 127.0.0.2 answering every request head with `response`; heads are kept. */
 async function rawOrigin(t: T, response: string): Promise<{ port: number; heads: string[] }> {
   const heads: string[] = [];
-  const sockets: net.Socket[] = [];
-  const server = net.createServer((sock) => {
-    sockets.push(sock);
-    sock.on('error', () => undefined);
-    let text = '';
-    sock.on('data', (c: Buffer) => {
-      text += c.toString('latin1');
-      for (let end = text.indexOf('\r\n\r\n'); end >= 0; end = text.indexOf('\r\n\r\n')) {
-        heads.push(text.slice(0, end + 4));
-        text = text.slice(end + 4);
-        sock.write(response);
-      }
-    });
+  const answered = new Map<net.Socket, number>();
+  const { port } = await rawOriginFor(t, (sock, text) => {
+    const complete = text.split('\r\n\r\n').slice(0, -1);
+    for (let i = answered.get(sock) ?? 0; i < complete.length; i++) {
+      heads.push(`${complete[i]}\r\n\r\n`);
+      sock.write(response);
+    }
+    answered.set(sock, complete.length);
   });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.2', r));
-  t.after(
-    () =>
-      new Promise<void>((r) => {
-        for (const s of sockets) s.destroy();
-        server.close(() => r());
-      }),
-  );
-  return { port: (server.address() as net.AddressInfo).port, heads };
+  return { port, heads };
 }
 
 function fieldLines(head: string): string[] {

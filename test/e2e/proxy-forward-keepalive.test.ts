@@ -8,34 +8,11 @@ import { createHash, randomBytes } from 'node:crypto';
 import http from 'node:http';
 import net from 'node:net';
 import { eventually, type TestSluice } from '../helpers/harness.js';
-import { basic, originFor, RawClient, sessionFor, sleep, sluiceFor, type T } from '../helpers/proxy-helpers.js';
+import { basic, originFor, rawOriginFor, RawClient, sessionFor, sleep, sluiceFor, type T } from '../helpers/proxy-helpers.js';
 import { decisions } from '../helpers/observe-helpers.js';
 
 function get(authority: string, path: string, auth: string | null, extra = ''): string {
   return `GET http://${authority}${path} HTTP/1.1\r\nHost: ${authority}\r\n${auth === null ? '' : `Proxy-Authorization: ${auth}\r\n`}${extra}\r\n`;
-}
-
-/** A raw TCP origin: `onData` sees each connection's bytes so far; connections are tracked. */
-async function rawOrigin(t: T, onData: (sock: net.Socket, text: string) => void): Promise<{ port: number; sockets: net.Socket[] }> {
-  const sockets: net.Socket[] = [];
-  const server = net.createServer((sock) => {
-    sockets.push(sock);
-    let text = '';
-    sock.on('error', () => undefined);
-    sock.on('data', (c: Buffer) => {
-      text += c.toString('latin1');
-      onData(sock, text);
-    });
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.2', r));
-  t.after(
-    () =>
-      new Promise<void>((r) => {
-        for (const s of sockets) s.destroy();
-        server.close(() => r());
-      }),
-  );
-  return { port: (server.address() as net.AddressInfo).port, sockets };
 }
 
 async function registryEmpty(s: TestSluice, what: string): Promise<void> {
@@ -207,7 +184,7 @@ test('a large response reaches a slow client intact (backpressure), and the upst
 });
 
 test('a client that leaves half-way through a response: the upstream connection is dropped and nothing stays registered', async (t) => {
-  const origin = await rawOrigin(t, (sock, text) => {
+  const origin = await rawOriginFor(t, (sock, text) => {
     if (text.endsWith('\r\n\r\n')) sock.write('HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n' + 'x'.repeat(1000));
   });
   const s = await sluiceFor(t);
@@ -254,7 +231,7 @@ test('the upstream pool: separate origins get separate connections; a pooled con
 
 test("bytes_up of a forwarded request is its head as the origin received it (after the proxy's rewriting)", async (t) => {
   let head = '';
-  const origin = await rawOrigin(t, (sock, text) => {
+  const origin = await rawOriginFor(t, (sock, text) => {
     if (!text.endsWith('\r\n\r\n')) return;
     head = text;
     sock.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok');
@@ -275,7 +252,7 @@ test("bytes_up of a forwarded request is its head as the origin received it (aft
 });
 
 test('responses without a body (HEAD, 204, 304), chunked ones, repeated fields and reason phrases keep their framing on one connection', async (t) => {
-  const origin = await rawOrigin(t, (sock, text) => {
+  const origin = await rawOriginFor(t, (sock, text) => {
     // One answer per complete request head received so far.
     const heads = text.split('\r\n\r\n').slice(0, -1);
     const done = (sock as net.Socket & { done?: number }).done ?? 0;

@@ -5,11 +5,10 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import type http from 'node:http';
-import net from 'node:net';
 import { configSchema } from '../../src/config/schema.js';
 import { curl, eventually, startTestSluice, tempDir, type TestSluice } from '../helpers/harness.js';
 import { connectVia, decisions, mapResolver } from '../helpers/observe-helpers.js';
-import { RawClient, basic, closedPort, getOverTunnel, originFor, proxyUrl, sluiceFor, socks5, socks5Raw, socksConnect, type T } from '../helpers/proxy-helpers.js';
+import { RawClient, basic, closedPort, halfClosingOriginFor, getOverTunnel, originFor, proxyUrl, sluiceFor, socks5, socks5Raw, socksConnect, type T } from '../helpers/proxy-helpers.js';
 
 interface Chain {
   parent: TestSluice;
@@ -163,21 +162,10 @@ test('upstream_proxy accepts socks5:// and socks4:// URLs and rejects what it ca
 });
 
 test('a chained tunnel keeps half-close and carries a download intact', async (t) => {
-  // The origin sends its payload and its FIN, then keeps reading until the client's FIN.
+  // The origin sends its payload and its FIN at once (a server that speaks first), then keeps
+  // reading until the client's FIN.
   const payload = randomBytes(2 * 1024 * 1024 + 7);
-  const heard: string[] = [];
-  const server = net.createServer({ allowHalfOpen: true }, (sock) => {
-    let got = '';
-    sock.on('data', (d: Buffer) => (got += d.toString()));
-    sock.on('end', () => {
-      heard.push(got);
-      sock.destroy();
-    });
-    sock.end(payload);
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.2', r));
-  t.after(() => server.close());
-  const port = (server.address() as net.AddressInfo).port;
+  const { port, heard } = await halfClosingOriginFor(t, payload);
   const parent = await sluiceFor(t);
   const edge = await parent.createSession({ container_name: 'edge', network_rules: [{ destination_pattern: '127.0.0.2', port_pattern: String(port) }] });
   const child = await sluiceFor(t, { config: { upstream_proxy: `socks5://edge:${edge.proxy_token}@127.0.0.1:${parent.sluice.socks.port}` } });

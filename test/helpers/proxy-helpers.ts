@@ -308,6 +308,49 @@ export async function echoFor(t: T, host = '127.0.0.2'): Promise<EchoServer> {
   return { host, port: (server.address() as net.AddressInfo).port, received, closedCount: () => closed };
 }
 
+/** A raw TCP origin on 127.0.0.2: `onData` sees each connection's bytes so far (latin1); connections are tracked. */
+export async function rawOriginFor(t: T, onData: (sock: net.Socket, text: string) => void): Promise<{ port: number; sockets: net.Socket[] }> {
+  const sockets: net.Socket[] = [];
+  const server = net.createServer((sock) => {
+    sockets.push(sock);
+    let text = '';
+    sock.on('error', () => undefined);
+    sock.on('data', (c: Buffer) => {
+      text += c.toString('latin1');
+      onData(sock, text);
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.2', r));
+  t.after(
+    () =>
+      new Promise<void>((r) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => r());
+      }),
+  );
+  return { port: (server.address() as net.AddressInfo).port, sockets };
+}
+
+/**
+ * An origin on 127.0.0.2 that sends `first` and its FIN at once, then keeps reading until
+ * the client's FIN; `heard` gets what each connection sent (a half-close test).
+ */
+export async function halfClosingOriginFor(t: T, first: string | Buffer): Promise<{ port: number; heard: string[] }> {
+  const heard: string[] = [];
+  const server = net.createServer({ allowHalfOpen: true }, (sock) => {
+    let got = '';
+    sock.on('data', (d: Buffer) => (got += d.toString()));
+    sock.on('end', () => {
+      heard.push(got);
+      sock.destroy();
+    });
+    sock.end(first);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.2', r));
+  t.after(() => server.close());
+  return { port: (server.address() as net.AddressInfo).port, heard };
+}
+
 /**
  * A loopback address:port where TCP connects hang (SYNs dropped): a listener with a tiny
  * backlog on a worker thread whose event loop is blocked, so nothing is ever accepted,
