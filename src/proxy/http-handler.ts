@@ -100,6 +100,15 @@ export function createHttpHandler(opts: HttpHandlerOptions): http.Server {
     return result.admission;
   }
 
+  /** http-proxy's error callback: the failure is audited as the admission's outcome, then refused. */
+  function upstreamFailed(admission: Admission, authority: string, refuse: (f: Failure) => void): (err: Error) => void {
+    return (err) => {
+      const f = upstreamFailure(err as NodeJS.ErrnoException, authority);
+      gate.upstreamFailed(admission, f);
+      refuse(f);
+    };
+  }
+
   // CONNECTs the listener's fast path did not take (split or unusual heads) arrive here.
   // (Socket errors are handled by the listener, which every socket here came through.)
   server.on('connect', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => {
@@ -115,11 +124,7 @@ export function createHttpHandler(opts: HttpHandlerOptions): http.Server {
     const conn = forwardConn(req.socket);
     const admission = await admitRequest(conn, req, 'http', url.host, url.port, (f) => respond(res, f));
     if (!admission) return;
-    // Hop-by-hop fields, the proxy credentials among them, never reach the origin.
-    req.headers = upstreamRequestHeaders(req.headers, false);
-    // RFC 9112 3.2.2: with an absolute-form target the Host header must be the URL's authority.
-    req.headers.host = url.authority;
-    req.url = url.path;
+    toUpstream(req, url, false);
     // A client that left while its request was decided (waiting for DNS, say): nothing is
     // sent upstream, and, as for a tunnel, the allow is recorded as going nowhere.
     if (res.destroyed || req.socket.destroyed) {
@@ -127,14 +132,8 @@ export function createHttpHandler(opts: HttpHandlerOptions): http.Server {
       return;
     }
     connections.trackForward(req, res, admission, conn.ipText(admission.addresses[0]!));
-    const address = conn.poolHost(admission.addresses);
-    proxy.web(req, res, { target: { host: address, hostname: address, port: admission.port, protocol: 'http:' } as never }, (err) => {
-      const f = upstreamFailure(err as NodeJS.ErrnoException, url.authority);
-      gate.upstreamFailed(admission, f);
-      respond(res, f);
-    });
+    proxy.web(req, res, poolTarget(conn.poolHost(admission.addresses), admission.port), upstreamFailed(admission, url.authority, (f) => respond(res, f)));
     const upstream = agent.takeRequest();
-    if (upstream !== null) exactTarget(upstream, url.path);
     // A response that closes unfinished (the client left or aborted, or the registry cut it)
     // takes its upstream request with it, at once, whether the origin has answered yet or
     // not: its connection is closed, never handed back to the pool half-used. Node destroys
@@ -142,6 +141,7 @@ export function createHttpHandler(opts: HttpHandlerOptions): http.Server {
     // abort-on-'aborted' never fires for it. (A request that completed is not touched: Node
     // marks it destroyed once its connection went back to the pool, so destroy() is a no-op.)
     if (upstream !== null) {
+      exactTarget(upstream, url.path);
       res.on('close', () => {
         if (!res.writableFinished) upstream.destroy();
       });
@@ -169,18 +169,11 @@ export function createHttpHandler(opts: HttpHandlerOptions): http.Server {
       }
       const admission = await admitRequest(forwardConn(req.socket), req, 'http', url.host, url.port, refuse);
       if (!admission) return;
-      req.headers = upstreamRequestHeaders(req.headers, true);
-      req.headers.host = url.authority;
-      req.url = url.path;
-      const address = poolHost(admission.addresses);
+      toUpstream(req, url, true);
       pendingUpgrades.set(req, admission);
       // An upgrade the origin declines never becomes a tunnel; its limiter slot ends with the socket.
       socket.once('close', admission.release);
-      proxy.ws(req, socket, head, { target: { host: address, hostname: address, port: admission.port, protocol: 'http:' } as never }, (err) => {
-        const f = upstreamFailure(err as NodeJS.ErrnoException, url.authority);
-        gate.upstreamFailed(admission, f);
-        refuse(f);
-      });
+      proxy.ws(req, socket, head, poolTarget(poolHost(admission.addresses), admission.port), upstreamFailed(admission, url.authority, refuse));
       // Not needed here (proxyReqWs above has it); only cleared, so it is not kept reachable.
       agent.takeRequest();
     })().catch(() => socket.destroy());
@@ -222,6 +215,22 @@ function responseTurn(req: http.IncomingMessage, res: http.ServerResponse): Prom
     res.once('socket', onSocket);
     socket.once('close', onClose);
   });
+}
+
+/**
+ * Rewrites a forwarded request into what goes upstream. Hop-by-hop fields, the proxy
+ * credentials among them, never reach the origin; with an absolute-form target the Host
+ * header must be the URL's authority (RFC 9112 3.2.2); the target becomes origin-form.
+ */
+function toUpstream(req: http.IncomingMessage, url: { authority: string; path: string }, upgrade: boolean): void {
+  req.headers = upstreamRequestHeaders(req.headers, upgrade);
+  req.headers.host = url.authority;
+  req.url = url.path;
+}
+
+/** http-proxy options for the keep-alive pool's key (the allowed addresses, see poolHost). */
+function poolTarget(address: string, port: number): httpProxy.ServerOptions {
+  return { target: { host: address, hostname: address, port, protocol: 'http:' } as never };
 }
 
 /**
