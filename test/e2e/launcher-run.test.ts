@@ -3,11 +3,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { chmodSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { eventually, startOrigin, startTestSluice, type TestSluice } from '../helpers/harness.js';
+import { tempDir } from '../helpers/temp-dir.js';
 
 const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 const LAUNCH = fileURLToPath(new URL('../../../container/launch.mjs', import.meta.url));
@@ -170,7 +170,7 @@ test('sluice run: allowed and denied destinations, proxy environment, exit codes
 test('container/launch.mjs creates the session, passes its credentials to docker run, and deletes it', async (t) => {
   const origin = await startOrigin('127.0.0.2');
   const s = await startTestSluice();
-  const dir = mkdtempSync(join(tmpdir(), 'sluice-launch-'));
+  const dir = tempDir('sluice-launch-');
   t.after(async () => {
     await s.close(true);
     await origin.close();

@@ -1,17 +1,16 @@
 // Real servers on loopback for end-to-end tests: sluice itself (temp data dir, port 0
 // everywhere), origin servers on 127.0.0.x, and clients (curl, raw sockets).
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import pino from 'pino';
 import { z } from 'zod';
 import { sessionCreatedSchema } from '../../src/api/responses.js';
 import { startSluice, type Sluice, type SluiceOptions } from '../../src/app.js';
 import type { SessionCreated } from '../../src/client/types.js';
 import { configSchema, type ConfigInput } from '../../src/config/schema.js';
+import { tempDir } from './temp-dir.js';
 
 export interface ApiResponse<T = any> {
   status: number;
@@ -44,9 +43,7 @@ export function expectBody<S extends z.ZodType>(schema: S, body: unknown, what: 
   return r.data;
 }
 
-export function tempDir(prefix = 'sluice-test-'): string {
-  return mkdtempSync(join(tmpdir(), prefix));
-}
+export { tempDir };
 
 export interface StartOptions extends SluiceOptions {
   readonly config?: ConfigInput;

@@ -1,16 +1,16 @@
 import { test, before, after, beforeEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, symlinkSync, writeFileSync } from 'node:fs';
+import { symlinkSync, writeFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { run } from '../../src/cli/main.js';
 import { parseDestSpec, UsageError, type DestSpec } from '../../src/cli/client-commands.js';
 import { formatTable } from '../../src/cli/output.js';
 import { CONTAINER, RULE, SESSION_CREATED, T0, checkResult as verdict, sessionSummary as summary } from '../helpers/api-fixtures.js';
+import { tempDir } from '../helpers/temp-dir.js';
 
 // ---- DEST[:PORTS] ------------------------------------------------------------
 
@@ -330,7 +330,7 @@ test('check prints the verdict and exits 0 on allow, 1 on deny, 2 when there is 
 // ---- tokens, URLs and failures --------------------------------------------------------
 
 test('token precedence: --token, then SLUICE_API_TOKEN, then <data-dir>/api-token', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'sluice-cli-'));
+  const dir = tempDir('sluice-cli-');
   writeFileSync(join(dir, 'api-token'), 'tok-from-file\n');
 
   await cli(['session', 'list', '--token', 'tok-flag', '--data-dir', dir], { SLUICE_API_TOKEN: 'tok-env' });
@@ -344,7 +344,7 @@ test('token precedence: --token, then SLUICE_API_TOKEN, then <data-dir>/api-toke
 });
 
 test('no token anywhere: exit 2 without a request', async () => {
-  const empty = mkdtempSync(join(tmpdir(), 'sluice-cli-'));
+  const empty = tempDir('sluice-cli-');
   const r = await cli(['session', 'list', '--data-dir', empty], {});
   assert.equal(r.code, 2);
   assert.match(r.err, /no API token/);
@@ -457,7 +457,7 @@ test('serve with an invalid config prints the field and exits 2', async () => {
 
 test('the bin runs when invoked through a symlink and exits with the command status', async () => {
   const main = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
-  const link = join(mkdtempSync(join(tmpdir(), 'sluice-bin-')), 'sluice');
+  const link = join(tempDir('sluice-bin-'), 'sluice');
   symlinkSync(main, link);
   const child = spawn(process.execPath, [link, 'check', 'web', 'example.com', '443', '--api', apiUrl, '--token', 't'], {
     stdio: ['ignore', 'pipe', 'pipe'],

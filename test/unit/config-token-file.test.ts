@@ -1,15 +1,15 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { chmodSync, mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { chmodSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { run } from '../../src/cli/main.js';
 import { ConfigError, loadConfig } from '../../src/config/load.js';
+import { tempDir } from '../helpers/temp-dir.js';
 
 function tokenFile(content: string): string {
-  const file = join(mkdtempSync(join(tmpdir(), 'sluice-token-')), 'api-token');
+  const file = join(tempDir('sluice-token-'), 'api-token');
   writeFileSync(file, content);
   return file;
 }
@@ -37,18 +37,18 @@ test('an empty SLUICE_API_TOKEN_FILE is ignored like any empty variable', () => 
 
 test('SLUICE_API_TOKEN_FILE beats the config file, and flags still beat it', () => {
   const file = tokenFile('from-the-secret-file-0001');
-  const config = join(mkdtempSync(join(tmpdir(), 'sluice-token-')), 'sluice.yaml');
+  const config = join(tempDir('sluice-token-'), 'sluice.yaml');
   writeFileSync(config, 'api_token: from-the-config-file-0001\n');
   assert.equal(loadConfig({ file: config, env: { SLUICE_API_TOKEN_FILE: file } }).api_token, 'from-the-secret-file-0001');
   assert.equal(loadConfig({ file: config, env: { SLUICE_API_TOKEN_FILE: file }, flags: { api_token: 'from-the-flags-000001' } }).api_token, 'from-the-flags-000001');
 });
 
 test('an unreadable SLUICE_API_TOKEN_FILE is an error naming the variable and the file', () => {
-  const missing = join(mkdtempSync(join(tmpdir(), 'sluice-token-')), 'nope');
+  const missing = join(tempDir('sluice-token-'), 'nope');
   const e = configError(() => loadConfig({ env: { SLUICE_API_TOKEN_FILE: missing } }));
   assert.match(e.message, /^SLUICE_API_TOKEN_FILE: cannot read .*nope: ENOENT/);
 
-  const dir = mkdtempSync(join(tmpdir(), 'sluice-token-'));
+  const dir = tempDir('sluice-token-');
   const d = configError(() => loadConfig({ env: { SLUICE_API_TOKEN_FILE: dir } }));
   assert.match(d.message, /^SLUICE_API_TOKEN_FILE: cannot read /);
 
@@ -83,7 +83,7 @@ test('client commands read SLUICE_API_TOKEN_FILE too: after SLUICE_API_TOKEN, be
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   t.after(() => new Promise<void>((resolve) => server.close(() => resolve())));
   const api = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  const dataDir = mkdtempSync(join(tmpdir(), 'sluice-token-'));
+  const dataDir = tempDir('sluice-token-');
   writeFileSync(join(dataDir, 'api-token'), 'from-data-dir');
   const file = tokenFile('from-secret-file\n');
   const cli = async (env: NodeJS.ProcessEnv): Promise<{ code: number; err: string }> => {

@@ -1,12 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { ConfigError, loadConfig } from '../../src/config/load.js';
+import { tempDir } from '../helpers/temp-dir.js';
 
 function tempFile(name: string, content: string): string {
-  const dir = mkdtempSync(join(tmpdir(), 'sluice-config-'));
+  const dir = tempDir('sluice-config-');
   const file = join(dir, name);
   writeFileSync(file, content);
   return file;
@@ -158,7 +158,7 @@ test('a __proto__ key is an unknown field, not a prototype', () => {
 });
 
 test('missing, unparsable and non-mapping files name the file', () => {
-  const missing = join(mkdtempSync(join(tmpdir(), 'sluice-config-')), 'nope.yaml');
+  const missing = join(tempDir('sluice-config-'), 'nope.yaml');
   assert.match(configError(() => loadConfig({ file: missing })).message, new RegExp(`cannot read config file ${missing}: ENOENT`));
 
   const badYaml = tempFile('bad.yml', 'listen: [unclosed\n');
