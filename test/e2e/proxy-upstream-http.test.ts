@@ -217,6 +217,14 @@ test("server-first bytes that arrive in the same packet as the parent's 200 reac
   assert.equal(rep, 0);
   await s5.untilClosed(3000);
   assert.equal(s5.text(), 'SSH-2.0-banner\r\nsecond line\r\n');
+  // The 200, a short answer and the FIN all at once.
+  const quick = await rawParent(t, (sock) => sock.end('HTTP/1.1 200 OK\r\n\r\n220 done\r\n'));
+  const { child: c2, token: t2 } = await childOf(t, `http://127.0.0.1:${quick.port}`);
+  const q = await RawClient.connect(t, c2.sluice.http.port);
+  q.write(`CONNECT 127.0.0.2:25 HTTP/1.1\r\nProxy-Authorization: ${basic('build-1', t2)}\r\n\r\n`);
+  await q.takeThrough('\r\n\r\n');
+  await q.untilClosed(3000);
+  assert.equal(q.text(), '220 done\r\n');
 });
 
 test("an http:// upstream_proxy that is sluice's own listener is refused at start (a proxy loop)", async (t) => {
