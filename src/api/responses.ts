@@ -22,8 +22,9 @@ import type { EventType } from '../events/bus.js';
 import type { LearningSource } from '../policy/state.js';
 import type { Action as PolicyAction, Layer as PolicyLayer } from '../policy/rules.js';
 
-/** Times are ISO 8601 in UTC, as Date#toISOString() writes them. */
+/** Times are ISO 8601 in UTC, as Date#toISOString() writes them (src/control/iso-time.ts). */
 const time = z.iso.datetime();
+export type ApiTime = z.infer<typeof time>;
 const id = z.number().int().min(1);
 const count = z.number().int().min(0);
 const port = z.number().int().min(1).max(65_535);

@@ -8,6 +8,7 @@ import { EVENT_TYPES, eventJson, type EventBus, type EventType } from '../events
 import { lagJudge, lagLimits } from '../events/lag.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { nameSchema } from '../control/schemas.js';
+import { isoTime } from '../control/iso-time.js';
 import type { Layer } from '../policy/rules.js';
 import { parseInput } from './input.js';
 import type { ConnectionClosedResult, ConnectionList, Decision, DecisionPage } from '../client/types.js';
@@ -45,8 +46,6 @@ export interface ObserveDeps {
   readonly metrics: Metrics;
   readonly maxEventBufferBytes: number;
 }
-
-const iso = (ms: number): string => new Date(ms).toISOString();
 
 function canonicalHost(text: string): string {
   try {
@@ -103,7 +102,7 @@ export const promoteSchema = z
 export function decisionJson(r: DecisionRow): Decision {
   return {
     id: r.id,
-    time: iso(r.time),
+    time: isoTime(r.time),
     container: r.container,
     session_id: r.session_id,
     protocol: r.protocol,
@@ -158,7 +157,7 @@ export function registerObserveRoutes(app: FastifyInstance, deps: ObserveDeps): 
         destination: c.destination,
         port: c.port,
         address: c.address,
-        since: iso(c.since),
+        since: isoTime(c.since),
         bytes_up: c.bytesUp,
         bytes_down: c.bytesDown,
         layer: c.layer,

@@ -6,6 +6,7 @@ import type { Gate } from '../proxy/gate.js';
 import type { Control } from '../control/control.js';
 import type { AuditLog } from '../audit/audit-log.js';
 import { ruleJson } from '../control/control.js';
+import { isoTime } from '../control/iso-time.js';
 import {
   checkSchema,
   learningSchema,
@@ -36,7 +37,7 @@ export function registerRoutes(app: FastifyInstance, { control, gate, audit }: R
     const usage = audit.ruleUsage();
     return rules.map((r) => {
       const u = usage.get(r.id);
-      return { ...r, hit_count: u?.hitCount ?? 0, last_used_at: u?.lastUsedAt ? new Date(u.lastUsedAt).toISOString() : null };
+      return { ...r, hit_count: u?.hitCount ?? 0, last_used_at: u?.lastUsedAt ? isoTime(u.lastUsedAt) : null };
     });
   };
 

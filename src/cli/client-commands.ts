@@ -10,7 +10,7 @@ import { LAYERS } from '../policy/rules.js';
 import { NAME_RE, parseContainerPattern, parseDestinationPattern, parsePortPattern } from '../policy/patterns.js';
 import { SluiceApiError, SluiceUnreachableError } from '../client/errors.js';
 import { DEFAULT_API_URL, SluiceClient } from '../client/sluice-client.js';
-import type { RuleListQuery } from '../client/types.js';
+import type { CheckResult, ContainerInfo, Rule, RuleListQuery, SessionSummary } from '../client/types.js';
 import { formatCell, formatField, formatKeyValues, formatTable, formatTime, type Column } from './output.js';
 
 export interface CliIo {
@@ -232,70 +232,29 @@ function nonEmpty(value: string | undefined): string | undefined {
   return value === '' ? undefined : value;
 }
 
-// ---- response shapes -----------------------------------------------------------
+// ---- tables ----------------------------------------------------------------------
 
-// Loose on purpose: the CLI only needs a few fields to print, and extra server fields
-// should not break it.
-const record = z.record(z.string(), z.unknown());
-type Row = z.infer<typeof record>;
-const sessionList = z.object({ sessions: z.array(record) });
-const ruleList = z.object({ rules: z.array(record) });
-// `decision` is what the server sends; `action` is accepted too (the rule field's name).
-const verdict = z.enum(['allow', 'deny']);
-const checkResult = z
-  .object({
-    decision: verdict.optional(),
-    action: verdict.optional(),
-    layer: z.string().nullish(),
-    reason: z.string().nullish(),
-    rule_id: z.number().nullish(),
-    rule: z.object({ id: z.number() }).loose().nullish(),
-    would_be: z.union([z.string(), z.object({ decision: z.string().optional(), action: z.string().optional() }).loose()]).nullish(),
-    explanation: z.string().nullish(),
-  })
-  .transform((r, ctx) => {
-    const decision = r.decision ?? r.action;
-    if (decision === undefined) {
-      ctx.addIssue('no decision');
-      return z.NEVER;
-    }
-    return { ...r, decision };
-  });
-type CheckResult = z.output<typeof checkResult>;
-
-function expectShape<S extends z.ZodType>(schema: S, body: unknown): z.output<S> {
-  const result = schema.safeParse(body);
-  if (!result.success) throw new Error(`unexpected response from the API: ${JSON.stringify(body)?.slice(0, 200)}`);
-  return result.data;
-}
-
-/** The first of several field names the server might use, so columns survive a rename. */
-function field(...keys: string[]): (row: Row) => unknown {
-  return (row) => {
-    for (const key of keys) if (row[key] !== undefined) return row[key];
-    return undefined;
-  };
-}
-
-const SESSION_COLUMNS: Column<Row>[] = [
-  { header: 'ID', value: field('session_id', 'id') },
-  { header: 'CONTAINER', value: field('container_name', 'container') },
-  { header: 'EXPIRES', value: (r) => formatTime(field('expires_at')(r)) },
-  { header: 'RULES', value: field('rule_count') },
-  { header: 'ALLOW_ALL', value: field('allow_all') },
-  { header: 'SOURCE_IPS', value: field('source_ips') },
+// Rows are what SluiceClient returns: already checked against the API's response schemas
+// (src/api/responses.ts), so the columns read typed fields.
+const SESSION_COLUMNS: Column<SessionSummary>[] = [
+  { header: 'ID', value: (r) => r.session_id },
+  { header: 'CONTAINER', value: (r) => r.container_name },
+  { header: 'EXPIRES', value: (r) => formatTime(r.expires_at) },
+  { header: 'RULES', value: (r) => r.rule_count },
+  { header: 'ALLOW_ALL', value: (r) => r.allow_all },
+  { header: 'SOURCE_IPS', value: (r) => r.source_ips },
 ];
 
-export const RULE_COLUMNS: Column<Row>[] = [
-  { header: 'ID', value: field('id', 'rule_id') },
-  { header: 'LAYER', value: field('layer') },
-  { header: 'SESSION', value: field('session_id') },
-  { header: 'CONTAINER', value: field('container_pattern') },
-  { header: 'DESTINATION', value: field('destination_pattern') },
-  { header: 'PORTS', value: field('port_pattern') },
-  { header: 'ACTION', value: field('action') },
-  { header: 'EXPIRES', value: (r) => formatTime(field('expires_at')(r)) },
-  { header: 'NOTES', value: field('notes') },
+export const RULE_COLUMNS: Column<Rule>[] = [
+  { header: 'ID', value: (r) => r.id },
+  { header: 'LAYER', value: (r) => r.layer },
+  { header: 'SESSION', value: (r) => r.session_id },
+  { header: 'CONTAINER', value: (r) => r.container_pattern },
+  { header: 'DESTINATION', value: (r) => r.destination_pattern },
+  { header: 'PORTS', value: (r) => r.port_pattern },
+  { header: 'ACTION', value: (r) => r.action },
+  { header: 'EXPIRES', value: (r) => formatTime(r.expires_at) },
+  { header: 'NOTES', value: (r) => r.notes },
 ];
 
 // ---- printing ----------------------------------------------------------------
@@ -304,19 +263,7 @@ export function printJson(io: CliIo, body: unknown): void {
   if (body !== undefined) io.out(JSON.stringify(body, null, 2));
 }
 
-/** Single-object responses: `{rule: {...}}` and `{...}` print the same. */
-function printObject(io: CliIo, body: unknown, wrapper: string): void {
-  const obj = record.safeParse(body);
-  if (!obj.success) {
-    printJson(io, body);
-    return;
-  }
-  const keys = Object.keys(obj.data);
-  const inner = keys.length === 1 && keys[0] === wrapper ? record.safeParse(obj.data[wrapper]) : undefined;
-  io.out(formatKeyValues(inner?.success ? inner.data : obj.data));
-}
-
-function printRows(io: CliIo, rows: readonly Row[], columns: Column<Row>[], empty: string): void {
+function printRows<R>(io: CliIo, rows: readonly R[], columns: Column<R>[], empty: string): void {
   io.out(rows.length === 0 ? empty : formatTable(rows, columns));
 }
 
@@ -324,11 +271,9 @@ function printRows(io: CliIo, rows: readonly Row[], columns: Column<Row>[], empt
 export function formatCheck(result: CheckResult): string {
   const parts: string[] = [];
   if (result.layer) parts.push(`layer=${result.layer}`);
-  const rule = result.rule_id ?? result.rule?.id;
-  if (rule !== undefined && rule !== null) parts.push(`rule=${rule}`);
+  if (result.rule) parts.push(`rule=${result.rule.id}`);
   if (result.reason) parts.push(`reason=${result.reason}`);
-  const wouldBe = typeof result.would_be === 'string' ? result.would_be : (result.would_be?.decision ?? result.would_be?.action);
-  if (wouldBe) parts.push(`would_be=${wouldBe}`);
+  if (result.would_be) parts.push(`would_be=${result.would_be.decision}`);
   return `${result.decision.padEnd(5)} (${parts.map(formatCell).join(' ')})`;
 }
 
@@ -341,12 +286,13 @@ function formatDetails(details: unknown): string[] {
   return [`  ${formatCell(details)}`];
 }
 
-// Validation details usually look like {path, message}; show them the way we show ours.
+// sluice's details are strings; an error body from something in front of it may hold
+// {path, message} validation details instead: shown the way we show ours.
 function detailLine(detail: unknown): string {
-  const d = record.safeParse(detail);
-  if (d.success && typeof d.data.message === 'string') {
-    const path = Array.isArray(d.data.path) ? d.data.path.join('.') : d.data.path;
-    return path ? `${formatCell(path)}: ${formatCell(d.data.message)}` : formatCell(d.data.message);
+  const d = typeof detail === 'object' && detail !== null ? (detail as { path?: unknown; message?: unknown }) : undefined;
+  if (d !== undefined && typeof d.message === 'string') {
+    const path = Array.isArray(d.path) ? d.path.join('.') : d.path;
+    return path ? `${formatCell(path)}: ${formatCell(d.message)}` : formatCell(d.message);
   }
   return formatCell(detail);
 }
@@ -441,7 +387,7 @@ function registerSessionCommands(program: Command, ctx: CliContext): void {
         };
         const res = await clientFor(input, io.env).createSession(body);
         if (input.json) printJson(io, res);
-        else printObject(io, res, 'session');
+        else io.out(formatKeyValues(res));
         return EXIT_OK;
       }),
     );
@@ -451,7 +397,7 @@ function registerSessionCommands(program: Command, ctx: CliContext): void {
       const input = validate(clientOptions, opts);
       const res = await clientFor(input, io.env).listSessions();
       if (input.json) printJson(io, res);
-      else printRows(io, expectShape(sessionList, res).sessions, SESSION_COLUMNS, 'no sessions');
+      else printRows(io, res.sessions, SESSION_COLUMNS, 'no sessions');
       return EXIT_OK;
     }),
   );
@@ -492,7 +438,7 @@ function registerRuleCommands(program: Command, ctx: CliContext): void {
         };
         const res = await clientFor(input, io.env).createRule(body);
         if (input.json) printJson(io, res);
-        else printObject(io, res, 'rule');
+        else io.out(formatKeyValues(res));
         return EXIT_OK;
       }),
     );
@@ -510,7 +456,7 @@ function registerRuleCommands(program: Command, ctx: CliContext): void {
           ...(input.session !== undefined && { session_id: input.session }),
         });
         if (input.json) printJson(io, res);
-        else printRows(io, expectShape(ruleList, res).rules, RULE_COLUMNS, 'no rules');
+        else printRows(io, res.rules, RULE_COLUMNS, 'no rules');
         return EXIT_OK;
       }),
     );
@@ -548,14 +494,9 @@ function registerLearnCommands(program: Command, ctx: CliContext): void {
   );
 }
 
-const learningState = z.object({
-  learning: z.object({ operator_switch: z.object({ expires_at: z.union([z.string(), z.number()]).nullish() }).loose() }).loose(),
-});
-
-function learningLine(container: string, enabled: boolean, res: unknown): string {
-  const parsed = learningState.safeParse(res);
-  const until = parsed.success ? parsed.data.learning.operator_switch.expires_at : undefined;
-  const suffix = enabled && until !== undefined && until !== null ? ` until ${formatTime(until)}` : '';
+function learningLine(container: string, enabled: boolean, res: ContainerInfo): string {
+  const until = res.learning.operator_switch.expires_at;
+  const suffix = enabled && until !== null ? ` until ${formatTime(until)}` : '';
   return `learning ${enabled ? 'on' : 'off'} for ${container}${suffix}`;
 }
 
@@ -574,9 +515,8 @@ function registerCheckCommand(program: Command, ctx: CliContext): void {
     action(ctx, async ([container, hostArg, portArg], opts) => {
       const input = validate(checkInput, { ...opts, container, host: hostArg, port: portArg }, ['container', 'host', 'port']);
       const body = { container_name: input.container, destination: input.host, port: input.port, ...(input.resolve === true && { resolve: true }) };
-      const res = await clientFor(input, io.env).check(body);
-      const result = expectShape(checkResult, res);
-      if (input.json) printJson(io, res);
+      const result = await clientFor(input, io.env).check(body);
+      if (input.json) printJson(io, result);
       else {
         io.out(formatCheck(result));
         // Kept off the first line so scripts can still read the verdict from it alone.

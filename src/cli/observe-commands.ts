@@ -306,7 +306,7 @@ function printPromoted(io: CliIo, res: PromoteResult): void {
   if (res.created.length === 0) io.out(`no rules created for ${res.container_name}`);
   else {
     io.out(`created ${res.created.length} rule${res.created.length === 1 ? '' : 's'} for ${res.container_name}:`);
-    io.out(formatTable(res.created as unknown as Array<Record<string, unknown>>, RULE_COLUMNS));
+    io.out(formatTable(res.created, RULE_COLUMNS));
   }
   if (res.skipped.length > 0) {
     io.out(`skipped ${res.skipped.length}: ${res.skipped.map((s) => `${formatHostPort(s.destination, s.port)} (${s.reason})`).join(', ')}`);

@@ -43,9 +43,11 @@ export const configSchema = z
      */
     guard_special_ranges: z.boolean().default(true),
     /**
-     * A parent SOCKS proxy (`socks5://[user:pass@]host:port`, `socks4://`) that every allowed
-     * connection is dialled through; absent = connect directly. Policy is unchanged: sluice
-     * still resolves and checks, and asks the parent for the checked address.
+     * A parent proxy that every allowed connection is dialled through: SOCKS
+     * (`socks5://[user:pass@]host:port`, `socks4://`) or HTTP (`http://[user:pass@]host:port`,
+     * one CONNECT per connection); absent = connect directly. Policy is unchanged: sluice
+     * still resolves and checks, and asks the parent for the checked address. The URL is
+     * validated by upstreamProxySchema (`https://` and remote-resolving schemes are refused).
      */
     upstream_proxy: upstreamProxySchema.optional(),
     timeouts: z

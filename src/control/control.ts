@@ -6,6 +6,7 @@ import { canonicalisePatterns, type RuleRecord } from '../policy/rules.js';
 import type { PolicyState, SessionEntry } from '../policy/state.js';
 import { deriveToken, hashToken, newNonce } from '../identity/tokens.js';
 import { SessionConflictError, type Store, type StoredSession } from '../store/store.js';
+import { isoTime } from './iso-time.js';
 import { newSessionId } from './session-ids.js';
 import { prepareSessionRules } from './session-rules.js';
 import type { LearningInput, RuleCreate, RuleListQuery, RulePatch, SessionCreate } from './schemas.js';
@@ -34,8 +35,6 @@ export interface ControlOptions {
   readonly proxyUrls: (container: string, token: string) => { http: string; socks5: string };
 }
 
-const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString());
-
 export function ruleJson(r: RuleRecord) {
   return {
     id: r.id,
@@ -45,9 +44,9 @@ export function ruleJson(r: RuleRecord) {
     destination_pattern: r.destinationPattern,
     port_pattern: r.portPattern,
     action: r.action,
-    expires_at: iso(r.expiresAt),
+    expires_at: isoTime(r.expiresAt),
     notes: r.notes,
-    created_at: iso(r.createdAt),
+    created_at: isoTime(r.createdAt),
   };
 }
 
@@ -55,8 +54,8 @@ function sessionJson(s: StoredSession | SessionEntry['record']) {
   return {
     session_id: s.id,
     container_name: s.container,
-    created_at: iso(s.createdAt),
-    expires_at: iso(s.expiresAt),
+    created_at: isoTime(s.createdAt),
+    expires_at: isoTime(s.expiresAt),
     ttl_seconds: s.ttlSeconds,
     allow_all: s.allowAll,
     source_ips: s.sourceIps,
@@ -153,8 +152,8 @@ export class Control {
         return {
           session_id: session.id,
           container_name: session.container,
-          created_at: iso(session.createdAt),
-          expires_at: iso(session.expiresAt),
+          created_at: isoTime(session.createdAt),
+          expires_at: isoTime(session.expiresAt),
           rules_created: result.rules.length,
           allow_all: session.allowAll,
           proxy_token: token,
@@ -177,7 +176,7 @@ export class Control {
       if (!touched) throw new ControlError(404, 'session not found or expired');
       this.state.touchSession(id, expiresAt);
       this.emit({ type: 'session.heartbeat', sessionId: id, container: entry.record.container });
-      return { session_id: id, expires_at: iso(expiresAt) };
+      return { session_id: id, expires_at: isoTime(expiresAt) };
     });
   }
 
@@ -349,7 +348,7 @@ export class Control {
       learning: {
         active: learning !== null,
         source: learning,
-        operator_switch: sw ? { enabled: true, expires_at: iso(sw.expiresAt) } : { enabled: false, expires_at: null },
+        operator_switch: sw ? { enabled: true, expires_at: isoTime(sw.expiresAt) } : { enabled: false, expires_at: null },
       },
       rule_counts: {
         session: current?.rules.size ?? 0,

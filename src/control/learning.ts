@@ -5,8 +5,7 @@ import { parseHost } from '../policy/host.js';
 import { proposeRules } from '../policy/promote.js';
 import { resolve } from '../policy/resolver.js';
 import type { Control } from './control.js';
-
-const iso = (ms: number): string => new Date(ms).toISOString();
+import { isoTime } from './iso-time.js';
 
 /** A destination as the learned list stores it (`X.Example.COM.` and `x.example.com` are one host). */
 function canonicalHost(text: string): string {
@@ -38,8 +37,8 @@ export class LearningService {
       learned: rows.map((r) => ({
         destination: r.destination,
         port: r.port,
-        first_seen: iso(r.first_seen),
-        last_seen: iso(r.last_seen),
+        first_seen: isoTime(r.first_seen),
+        last_seen: isoTime(r.last_seen),
         count: r.count,
         would_be: { decision: r.would_be, layer: r.would_be_layer, rule_id: r.would_be_rule_id },
       })),

@@ -1,4 +1,4 @@
-// Chaining to a parent SOCKS proxy (a corporate egress, say): every connection sluice has
+// Chaining to a parent SOCKS or HTTP proxy (a corporate egress, say): every connection sluice has
 // allowed is dialled through it instead of directly. The decision does not change: names
 // are still resolved by sluice, every address is still checked against the policy, and the
 // parent is asked for exactly an address that passed (never the name), so it cannot be
@@ -7,56 +7,71 @@ import type net from 'node:net';
 import { SocksClient, type SocksProxy } from 'socks';
 import { z } from 'zod';
 import ipaddr from 'ipaddr.js';
-import { normaliseIp, type IpAddress } from '../policy/host.js';
+import { formatHostPort, normaliseIp, type IpAddress } from '../policy/host.js';
 import type { Failure } from './outcomes.js';
 import type { SelfGuard } from './self-guard.js';
+import { connectViaHttp, type HttpParent } from './upstream-http.js';
 
-/** `socks5://[user:pass@]host[:port]` or `socks4://[user@]host[:port]` (port 1080 when left out). */
-export const upstreamProxySchema = z
-  .string()
-  .transform((text, ctx) => {
-    let url: URL;
-    try {
-      url = new URL(text);
-    } catch {
-      ctx.addIssue({ code: 'custom', message: 'expected a URL such as socks5://10.0.0.1:1080' });
-      return z.NEVER;
-    }
-    if (url.protocol === 'socks5h:' || url.protocol === 'socks4a:') {
-      // Remote resolution would take the name past the address checks.
-      ctx.addIssue({ code: 'custom', message: `${url.protocol}// asks the parent to resolve names; sluice resolves and checks them itself, so use socks5:// or socks4://` });
-      return z.NEVER;
-    }
-    const type = url.protocol === 'socks5:' ? 5 : url.protocol === 'socks4:' ? 4 : null;
-    if (type === null) {
-      ctx.addIssue({ code: 'custom', message: `unsupported scheme ${url.protocol} (use socks5:// or socks4://)` });
-      return z.NEVER;
-    }
-    if (url.pathname !== '' && url.pathname !== '/') {
-      ctx.addIssue({ code: 'custom', message: 'an upstream proxy URL has no path' });
-      return z.NEVER;
-    }
-    const userId = decodeURIComponent(url.username);
-    const password = decodeURIComponent(url.password);
-    if (type === 4 && password !== '') {
-      ctx.addIssue({ code: 'custom', message: 'SOCKS4 has no passwords (only a user id)' });
-      return z.NEVER;
-    }
-    // RFC 1929 fields are one length byte each.
-    if (Buffer.byteLength(userId) > 255 || Buffer.byteLength(password) > 255) {
-      ctx.addIssue({ code: 'custom', message: 'user and password must be at most 255 bytes each' });
-      return z.NEVER;
-    }
-    const host = url.hostname.replace(/^\[(.*)\]$/, '$1');
-    const proxy: SocksProxy = { host, port: url.port === '' ? 1080 : Number(url.port), type };
-    if (userId !== '') proxy.userId = userId;
-    if (password !== '') proxy.password = password;
-    // What logs and error details show: never the credentials.
-    const label = `socks${type}://${url.host}`;
-    return { proxy, label } as const;
-  });
+/** A parent SOCKS proxy: the socks package does its handshake. */
+export interface SocksParent {
+  readonly kind: 'socks';
+  readonly host: string;
+  readonly port: number;
+  readonly proxy: SocksProxy;
+  readonly label: string;
+}
 
-export type UpstreamProxy = z.infer<typeof upstreamProxySchema>;
+export type UpstreamProxy = SocksParent | (HttpParent & { readonly kind: 'http' });
+
+const DEFAULT_PORTS: Record<string, number> = { 'socks5:': 1080, 'socks4:': 1080, 'http:': 80 };
+
+/**
+ * `socks5://[user:pass@]host[:port]`, `socks4://[user@]host[:port]` (port 1080 when left
+ * out) or `http://[user:pass@]host[:port]` (port 80 when left out, as for any http URL).
+ */
+export const upstreamProxySchema = z.string().transform((text, ctx): UpstreamProxy => {
+  const refuse = (message: string): never => {
+    ctx.addIssue({ code: 'custom', message });
+    return z.NEVER;
+  };
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    return refuse('expected a URL such as socks5://10.0.0.1:1080 or http://10.0.0.1:3128');
+  }
+  if (url.protocol === 'socks5h:' || url.protocol === 'socks4a:') {
+    // Remote resolution would take the name past the address checks.
+    return refuse(`${url.protocol}// asks the parent to resolve names; sluice resolves and checks them itself, so use socks5:// or socks4://`);
+  }
+  if (url.protocol === 'https:') {
+    return refuse('https:// parents (TLS to the parent proxy) are not supported; use http://, socks5:// or socks4://');
+  }
+  const defaultPort = DEFAULT_PORTS[url.protocol];
+  if (defaultPort === undefined) return refuse(`unsupported scheme ${url.protocol} (use socks5://, socks4:// or http://)`);
+  if ((url.pathname !== '' && url.pathname !== '/') || url.search !== '' || url.hash !== '') return refuse('an upstream proxy URL has no path, query or fragment');
+  const userId = decodeURIComponent(url.username);
+  const password = decodeURIComponent(url.password);
+  const host = url.hostname.replace(/^\[(.*)\]$/, '$1');
+  const port = url.port === '' ? defaultPort : Number(url.port);
+  // What logs and error details show: never the credentials.
+  const label = `${url.protocol}//${formatHostPort(host, port)}`;
+  if (url.protocol === 'http:') {
+    // RFC 7617: the user-id of Basic credentials cannot hold a colon.
+    if (userId.includes(':')) return refuse('the user of an http:// upstream proxy cannot contain ":"');
+    const authorization = userId === '' && password === '' ? null : `Basic ${Buffer.from(`${userId}:${password}`, 'utf8').toString('base64')}`;
+    return { kind: 'http', host, port, authorization, label };
+  }
+  const type = url.protocol === 'socks5:' ? 5 : 4;
+  if (type === 4 && password !== '') return refuse('SOCKS4 has no passwords (only a user id)');
+  // RFC 1929 fields are one length byte each.
+  if (Buffer.byteLength(userId) > 255 || Buffer.byteLength(password) > 255) return refuse('user and password must be at most 255 bytes each');
+  const proxy: SocksProxy = { host, port, type };
+  if (userId !== '') proxy.userId = userId;
+  if (password !== '') proxy.password = password;
+  return { kind: 'socks', host, port, proxy, label };
+});
+
 
 /**
  * Every allowed connection would come back in through sluice's own listener, and each of
@@ -64,9 +79,8 @@ export type UpstreamProxy = z.infer<typeof upstreamProxySchema>;
  * name that resolves to sluice is not looked up at start.
  */
 export function refuseProxyLoop(via: UpstreamProxy | undefined, self: SelfGuard): void {
-  const host = via?.proxy.host;
-  if (via === undefined || host === undefined || !ipaddr.isValid(host)) return;
-  if (self.isSelf(normaliseIp(ipaddr.parse(host)), via.proxy.port)) {
+  if (via === undefined || !ipaddr.isValid(via.host)) return;
+  if (self.isSelf(normaliseIp(ipaddr.parse(via.host)), via.port)) {
     throw new Error(`upstream_proxy ${via.label} is one of this sluice's own listeners (a proxy loop)`);
   }
 }
@@ -79,7 +93,7 @@ const REPLY_FAILURES: Record<string, Failure['kind']> = {
   TTLExpired: 'connection_timeout',
 };
 
-function failureOf(err: Error, via: UpstreamProxy, target: string): Failure {
+function failureOf(err: Error, via: SocksParent, target: string): Failure {
   const message = err.message;
   // The socks package passes socket errors on as their message ("connect ECONNREFUSED ...").
   const code = (err as NodeJS.ErrnoException).code ?? /\b(E[A-Z]{3,})\b/.exec(message)?.[1];
@@ -114,6 +128,12 @@ function keepEarlyBytesInOrder(client: SocksClient, socket: net.Socket): void {
 
 /** Opens a connection to `ip:port` through the parent proxy, its handshake done, within `timeoutMs`. */
 export function connectVia(via: UpstreamProxy, ip: IpAddress, port: number, timeoutMs: number, target: string): Promise<ViaResult> {
+  // `target` is the checked address, formatted for an authority: the parent never sees a name.
+  if (via.kind === 'http') return connectViaHttp(via, target, timeoutMs);
+  return connectViaSocks(via, ip, port, timeoutMs, target);
+}
+
+function connectViaSocks(via: SocksParent, ip: IpAddress, port: number, timeoutMs: number, target: string): Promise<ViaResult> {
   return new Promise((resolve) => {
     const client = new SocksClient({
       proxy: via.proxy,

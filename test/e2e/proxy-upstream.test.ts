@@ -139,17 +139,31 @@ test('an unreachable parent or wrong credentials give a 502 that names the paren
   }
 });
 
-test('upstream_proxy accepts socks5:// and socks4:// URLs and rejects what it cannot honour', () => {
+test('upstream_proxy accepts socks5://, socks4:// and http:// URLs and rejects what it cannot honour', () => {
   const parse = (upstream_proxy: string) => configSchema.safeParse({ upstream_proxy });
+  const socksOf = (r: ReturnType<typeof parse>) => (r.data?.upstream_proxy?.kind === 'socks' ? r.data.upstream_proxy.proxy : undefined);
   const ok = parse('socks5://user:p%40ss@10.0.0.1:1081');
   assert.ok(ok.success);
-  assert.deepEqual(ok.data.upstream_proxy?.proxy, { host: '10.0.0.1', port: 1081, type: 5, userId: 'user', password: 'p@ss' });
+  assert.deepEqual(socksOf(ok), { host: '10.0.0.1', port: 1081, type: 5, userId: 'user', password: 'p@ss' });
   assert.equal(ok.data.upstream_proxy?.label, 'socks5://10.0.0.1:1081', 'the label never carries credentials');
   const v6 = parse('socks4://[::1]');
   assert.ok(v6.success);
-  assert.deepEqual(v6.data.upstream_proxy?.proxy, { host: '::1', port: 1080, type: 4 });
+  assert.deepEqual(socksOf(v6), { host: '::1', port: 1080, type: 4 });
+  const squid = parse('http://me:p%40ss%3A1@10.0.0.1:3128');
+  assert.ok(squid.success);
+  assert.deepEqual(squid.data.upstream_proxy, {
+    kind: 'http',
+    host: '10.0.0.1',
+    port: 3128,
+    authorization: `Basic ${Buffer.from('me:p@ss:1').toString('base64')}`,
+    label: 'http://10.0.0.1:3128',
+  });
+  assert.deepEqual(parse('http://[::1]/').data?.upstream_proxy, { kind: 'http', host: '::1', port: 80, authorization: null, label: 'http://[::1]:80' });
   for (const [bad, why] of [
-    ['http://10.0.0.1:3128', /unsupported scheme/],
+    ['ftp://10.0.0.1:3128', /unsupported scheme/],
+    ['https://10.0.0.1:3128', /https:\/\/ parents .* are not supported/],
+    ['http://a%3Ab:c@10.0.0.1:3128', /user of an http:\/\/ upstream proxy cannot contain/],
+    ['http://10.0.0.1:3128/?x', /no path/],
     ['socks5h://10.0.0.1', /resolves and checks them itself/],
     ['socks5://10.0.0.1:1080/path', /no path/],
     ['socks4://u:p@10.0.0.1', /no passwords/],

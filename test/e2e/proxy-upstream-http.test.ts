@@ -1,0 +1,238 @@
+// Chaining to a parent HTTP proxy (`upstream_proxy: http://...`), which is asked for each
+// connection with CONNECT. The parent is a second sluice (its audit shows what the child
+// asked for) or, for answers a sluice never gives, a scripted raw parent.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { rmSync } from 'node:fs';
+import net from 'node:net';
+import { Writable } from 'node:stream';
+import pino from 'pino';
+import { curl, eventually, startTestSluice, tempDir, type TestSluice } from '../helpers/harness.js';
+import { connectVia, decisions, mapResolver } from '../helpers/observe-helpers.js';
+import { RawClient, basic, closedPort, getOverTunnel, originFor, proxyUrl, sluiceFor, socks5, socks5Raw, socksConnect, type T } from '../helpers/proxy-helpers.js';
+
+/** origin on 127.0.0.2 <- parent sluice (container `edge`, allowed only the origin) <- child over http://. */
+async function chain(t: T, credentials?: string) {
+  const origin = await originFor(t);
+  const parent = await sluiceFor(t);
+  const edge = await parent.createSession({ container_name: 'edge', network_rules: [{ destination_pattern: '127.0.0.2', port_pattern: String(origin.port) }] });
+  const child = await sluiceFor(t, {
+    resolver: mapResolver({ 'app.test': '127.0.0.2', 'other.test': '127.0.0.3' }),
+    config: { upstream_proxy: `http://${credentials ?? `edge:${edge.proxy_token}`}@127.0.0.1:${parent.sluice.http.port}` },
+  });
+  const session = await child.createSession({
+    container_name: 'build-1',
+    network_rules: [
+      { destination_pattern: 'app.test', port_pattern: '*' },
+      { destination_pattern: 'other.test', port_pattern: '*' },
+    ],
+  });
+  return { parent, child, token: session.proxy_token, origin };
+}
+
+async function parentDecisions(parent: TestSluice, n: number) {
+  let rows: Awaited<ReturnType<typeof decisions>> = [];
+  await eventually(async () => (rows = await decisions(parent, { container: 'edge' })).length >= n, 3000, `${n} parent decisions`);
+  return rows;
+}
+
+/** A parent that reads each CONNECT's header block and lets `answer` reply on the raw socket. */
+async function rawParent(t: T, answer: (sock: net.Socket, head: string) => void): Promise<{ port: number; heads: string[] }> {
+  const heads: string[] = [];
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((sock) => {
+    sockets.add(sock);
+    sock.on('close', () => sockets.delete(sock));
+    sock.on('error', () => undefined);
+    let text = '';
+    const onData = (d: Buffer): void => {
+      text += d.toString('latin1');
+      if (!text.includes('\r\n\r\n')) return;
+      sock.off('data', onData);
+      heads.push(text);
+      answer(sock, text);
+    };
+    sock.on('data', onData);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.after(
+    () =>
+      new Promise<void>((r) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => r());
+      }),
+  );
+  return { port: (server.address() as net.AddressInfo).port, heads };
+}
+
+/** A child whose parent is `parentPort` over http://, with a session of build-1 allowed 127.0.0.2 on any port. */
+async function childOf(t: T, parentUrl: string, opts: { logger?: pino.Logger } = {}) {
+  const child = await sluiceFor(t, { config: { upstream_proxy: parentUrl }, ...opts });
+  const session = await child.createSession({ container_name: 'build-1', network_rules: [{ destination_pattern: '127.0.0.2', port_pattern: '*' }] });
+  return { child, token: session.proxy_token };
+}
+
+/** A pino logger at debug whose lines are kept in `lines`. */
+function capturingLogger(): { logger: pino.Logger; lines: string[] } {
+  const lines: string[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      lines.push(chunk.toString());
+      cb();
+    },
+  });
+  return { logger: pino({ level: 'debug' }, sink), lines };
+}
+
+test('CONNECT through the child reaches the origin via an HTTP parent, which is asked for the checked address', async (t) => {
+  const { parent, child, token, origin } = await chain(t);
+  const { c, res } = await connectVia(t, child, 'build-1', token, `app.test:${origin.port}`);
+  assert.equal(res.status, 200, res.body);
+  c.write(`GET /chained HTTP/1.1\r\nHost: app.test:${origin.port}\r\nConnection: close\r\n\r\n`);
+  await c.takeThrough('GET /chained');
+  assert.equal(origin.requests.length, 1);
+  // The parent saw a CONNECT to the address the child resolved and checked, not the name.
+  const [seen] = await parentDecisions(parent, 1);
+  assert.equal(seen!.protocol, 'connect');
+  assert.equal(seen!.destination, '127.0.0.2');
+  assert.equal(seen!.decision, 'allow');
+  const [mine] = await decisions(child, { container: 'build-1' });
+  assert.equal(mine!.destination, 'app.test');
+  assert.equal(mine!.address, '127.0.0.2');
+});
+
+test('SOCKS5 clients and forwarded http:// requests go through the HTTP parent too', async (t) => {
+  const { parent, child, token, origin } = await chain(t);
+  const v5 = await socksConnect(child.sluice.socks.port, { host: 'app.test', port: origin.port }, { type: 5, userId: 'build-1', password: token });
+  assert.match(await getOverTunnel(v5.socket, `app.test:${origin.port}`, '/socks5'), /GET \/socks5/);
+  const url = `http://app.test:${origin.port}`;
+  const r = await curl(['-x', proxyUrl(child.sluice.http.port, 'build-1', token), `${url}/one`, `${url}/two`]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /GET \/one/);
+  assert.match(r.stdout, /GET \/two/);
+  // One CONNECT for the SOCKS tunnel, one for the pooled forwarding connection both requests used.
+  const rows = await parentDecisions(parent, 2);
+  assert.equal(rows.length, 2);
+  assert.ok(rows.every((row) => row.protocol === 'connect' && row.destination === '127.0.0.2'));
+  assert.equal(origin.requests.length, 3);
+});
+
+test("the parent's refusals reach the client with the parent named and its credentials nowhere", async (t) => {
+  // The parent's policy refuses 127.0.0.3 (403).
+  const { parent, child, token } = await chain(t);
+  const refused = await connectVia(t, child, 'build-1', token, 'other.test:80');
+  assert.equal(refused.res.status, 502, refused.res.body);
+  assert.match(refused.res.headers['proxy-status'] ?? '', /upstream proxy http:\/\/127\.0\.0\.1:\d+ could not connect to 127\.0\.0\.3:80 \(403 Forbidden\)/);
+  const [denied] = await parentDecisions(parent, 1);
+  assert.equal(denied!.decision, 'deny');
+  assert.equal(denied!.destination, '127.0.0.3');
+  const { rep } = await socks5Raw(t, child.sluice.socks.port, 'build-1', token, socks5.domain('other.test', 80));
+  assert.notEqual(rep, 0);
+
+  // Nothing listening behind the parent: its Proxy-Status says connection_refused, and so does the child.
+  const dead = await closedPort('127.0.0.2');
+  await parent.createSession({ container_name: 'edge', network_rules: [{ destination_pattern: '127.0.0.2', port_pattern: '*' }] });
+  const gone = await connectVia(t, child, 'build-1', token, `app.test:${dead}`);
+  assert.equal(gone.res.status, 502);
+  assert.match(gone.res.headers['proxy-status'] ?? '', /error=connection_refused; details="upstream proxy .* \(502 Bad Gateway, connection_refused\)"/);
+
+  // Wrong and missing credentials (407).
+  const origin = await originFor(t);
+  for (const [credentials, expected] of [
+    ['edge:wrong-token@', /refused sluice's credentials \(407 Proxy Authentication Required\)/],
+    ['', /requires credentials and none are configured \(407 Proxy Authentication Required\)/],
+  ] as const) {
+    const { logger, lines } = capturingLogger();
+    const { child: c2, token: t2 } = await childOf(t, `http://${credentials}127.0.0.1:${parent.sluice.http.port}`, { logger });
+    const { res } = await connectVia(t, c2, 'build-1', t2, origin.authority);
+    assert.equal(res.status, 502, res.statusLine);
+    assert.match(res.headers['proxy-status'] ?? '', expected);
+    const forwarded = await curl(['-sS', '-i', '-x', proxyUrl(c2.sluice.http.port, 'build-1', t2), `http://${origin.authority}/x`]);
+    assert.match(forwarded.stdout, /^HTTP\/1\.1 502/);
+    const audit = JSON.stringify(await decisions(c2));
+    assert.match(audit, /connect_error/);
+    const everything = [JSON.stringify(res), forwarded.stdout, audit, ...lines].join('\n');
+    assert.match(lines.join(''), /upstream proxy http:\/\/127\.0\.0\.1/, 'the log names the parent');
+    for (const secret of ['wrong-token', Buffer.from('edge:wrong-token').toString('base64')]) {
+      assert.ok(!everything.includes(secret), `credentials never appear in errors, audit or logs (${secret})`);
+    }
+  }
+});
+
+test('a raw HTTP parent gets CONNECT ip:port with Basic credentials, and its 503/504 answers are mapped', async (t) => {
+  let status = '503 Service Unavailable\r\nX-Squid-Error: ERR_CONNECT_FAIL 111';
+  const raw = await rawParent(t, (sock) => sock.end(`HTTP/1.1 ${status}\r\nContent-Length: 0\r\n\r\n`));
+  const { child, token } = await childOf(t, `http://squid%20user:p%40ss@127.0.0.1:${raw.port}`);
+  const refused = await connectVia(t, child, 'build-1', token, '127.0.0.2:443');
+  assert.equal(refused.res.status, 502);
+  assert.match(refused.res.headers['proxy-status'] ?? '', /error=connection_refused; details="upstream proxy http:\/\/127\.0\.0\.1:\d+ could not connect to 127\.0\.0\.2:443 \(503 Service Unavailable, connection_refused\)"/);
+  const [head] = raw.heads;
+  assert.match(head!, /^CONNECT 127\.0\.0\.2:443 HTTP\/1\.1\r\n/);
+  assert.ok(head!.includes(`\r\nProxy-Authorization: ${basic('squid user', 'p@ss')}\r\n`), head);
+  status = '504 Gateway Timeout';
+  const slow = await connectVia(t, child, 'build-1', token, '127.0.0.2:443');
+  assert.equal(slow.res.status, 504);
+  assert.match(slow.res.headers['proxy-status'] ?? '', /error=connection_timeout; details=".*\(504 Gateway Timeout, connection_timeout\)"/);
+  status = '418 Teapot';
+  const odd = await connectVia(t, child, 'build-1', token, '127.0.0.2:443');
+  assert.equal(odd.res.status, 502);
+  assert.match(odd.res.headers['proxy-status'] ?? '', /error=destination_unavailable; details=".*could not connect to 127\.0\.0\.2:443 \(HTTP 418\)"/);
+  assert.doesNotMatch(odd.res.headers['proxy-status'] ?? '', /Teapot/, "the parent's own reason text is not passed on");
+});
+
+test('a parent that answers garbage, an endless header block or nothing fails that connection at once, and sluice keeps serving', async (t) => {
+  const cases: Array<[string, (sock: net.Socket) => void, RegExp]> = [
+    ['garbage', (sock) => sock.write('SSH-2.0-OpenSSH_9.6\r\n'), /its answer is not HTTP/],
+    ['bad status line', (sock) => sock.write('HTTP/1.1 2OO OK\r\n'), /malformed status line/],
+    ['bad header', (sock) => sock.write('HTTP/1.1 200 OK\r\nno colon here\r\n\r\n'), /malformed header line/],
+    ['folded header', (sock) => sock.write('HTTP/1.1 200 OK\r\nX-A: 1\r\n  folded\r\n\r\n'), /malformed header line/],
+    ['oversized', (sock) => sock.write(`HTTP/1.1 200 OK\r\n${'X-Pad: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n'.repeat(400)}`), /header block is larger than 16384 bytes/],
+    ['closed', (sock) => sock.end(), /closed the connection before answering/],
+  ];
+  for (const [name, answer, expected] of cases) {
+    const raw = await rawParent(t, answer);
+    // A long connect timeout: the failure must come from the answer, not from waiting it out.
+    const child = await sluiceFor(t, { config: { upstream_proxy: `http://127.0.0.1:${raw.port}`, timeouts: { connect_ms: 30_000 } } });
+    const session = await child.createSession({ container_name: 'build-1', network_rules: [{ destination_pattern: '127.0.0.2', port_pattern: '*' }] });
+    const { res } = await connectVia(t, child, 'build-1', session.proxy_token, '127.0.0.2:22');
+    assert.equal(res.status, 502, name);
+    assert.match(res.headers['proxy-status'] ?? '', expected, name);
+    assert.match(res.headers['proxy-status'] ?? '', /details="upstream proxy http:\/\/127\.0\.0\.1:\d+ /, name);
+  }
+});
+
+test("server-first bytes that arrive in the same packet as the parent's 200 reach the client first, in order", async (t) => {
+  const raw = await rawParent(t, (sock) => {
+    sock.write('HTTP/1.1 200 Connection established\r\n\r\nSSH-2.0-banner\r\n');
+    setTimeout(() => sock.end('second line\r\n'), 50);
+  });
+  const { child, token } = await childOf(t, `http://127.0.0.1:${raw.port}`);
+  const c = await RawClient.connect(t, child.sluice.http.port);
+  c.write(`CONNECT 127.0.0.2:22 HTTP/1.1\r\nProxy-Authorization: ${basic('build-1', token)}\r\n\r\n`);
+  await c.takeThrough('\r\n\r\n');
+  await c.untilClosed(3000);
+  assert.equal(c.text(), 'SSH-2.0-banner\r\nsecond line\r\n');
+  // SOCKS5 the same.
+  const { c: s5, rep } = await socks5Raw(t, child.sluice.socks.port, 'build-1', token, socks5.ipv4('127.0.0.2', 22));
+  assert.equal(rep, 0);
+  await s5.untilClosed(3000);
+  assert.equal(s5.text(), 'SSH-2.0-banner\r\nsecond line\r\n');
+  // The 200, a short answer and the FIN all at once.
+  const quick = await rawParent(t, (sock) => sock.end('HTTP/1.1 200 OK\r\n\r\n220 done\r\n'));
+  const { child: c2, token: t2 } = await childOf(t, `http://127.0.0.1:${quick.port}`);
+  const q = await RawClient.connect(t, c2.sluice.http.port);
+  q.write(`CONNECT 127.0.0.2:25 HTTP/1.1\r\nProxy-Authorization: ${basic('build-1', t2)}\r\n\r\n`);
+  await q.takeThrough('\r\n\r\n');
+  await q.untilClosed(3000);
+  assert.equal(q.text(), '220 done\r\n');
+});
+
+test("an http:// upstream_proxy that is sluice's own listener is refused at start (a proxy loop)", async (t) => {
+  const port = await closedPort('127.0.0.1');
+  const dataDir = tempDir();
+  t.after(() => rmSync(dataDir, { recursive: true, force: true }));
+  await assert.rejects(
+    startTestSluice({ dataDir, config: { listen: { http: `127.0.0.1:${port}` }, upstream_proxy: `http://127.0.0.1:${port}` } }),
+    /upstream_proxy http:\/\/127\.0\.0\.1:\d+ is one of this sluice's own listeners/,
+  );
+});
