@@ -58,9 +58,27 @@ export const MALFORMED_CREDENTIALS: Credentials = Object.freeze({ username: '', 
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
+// Every tunnel of a sandbox sends the same Proxy-Authorization; decoding it (regex, base64,
+// UTF-8 check) is remembered per header string. Bounded like the token hashes, and only for
+// credential-sized headers; a malformed header is not remembered (it is refused anyway).
+const CREDENTIALS_CACHE_SIZE = 4096;
+const MAX_CACHED_HEADER_LENGTH = 512;
+const parsedHeaders = new Map<string, Credentials>();
+
 /** Decodes `Basic base64(user:pass)`; null when the header is absent. */
 export function parseBasicAuth(header: string | undefined): Credentials | null {
   if (header === undefined) return null;
+  const known = parsedHeaders.get(header);
+  if (known !== undefined) return known;
+  const creds = decodeBasicAuth(header);
+  if (creds !== MALFORMED_CREDENTIALS && header.length <= MAX_CACHED_HEADER_LENGTH) {
+    if (parsedHeaders.size >= CREDENTIALS_CACHE_SIZE) parsedHeaders.clear();
+    parsedHeaders.set(header, creds);
+  }
+  return creds;
+}
+
+function decodeBasicAuth(header: string): Credentials {
   const m = /^basic[ \t]+([A-Za-z0-9+/]+={0,2})[ \t]*$/i.exec(header);
   if (!m) return MALFORMED_CREDENTIALS;
   let decoded: string;
@@ -71,5 +89,5 @@ export function parseBasicAuth(header: string | undefined): Credentials | null {
   }
   const colon = decoded.indexOf(':');
   if (colon < 0) return MALFORMED_CREDENTIALS;
-  return { username: decoded.slice(0, colon), password: decoded.slice(colon + 1) };
+  return Object.freeze({ username: decoded.slice(0, colon), password: decoded.slice(colon + 1) });
 }

@@ -99,9 +99,23 @@ export function addressDenial(state: PolicyState, subject: Subject, ip: IpAddres
   return o?.action === 'deny' ? o : null;
 }
 
+// The guard asks on every admitted connection to a special-range address (loopback, private
+// networks...) what the deciding rule's destination is; records are immutable, so each is
+// parsed once. Weak: a removed rule's entry goes with it.
+const destinationMatchers = new WeakMap<RuleRecord, DestinationMatcher>();
+
+function destinationMatcher(rule: RuleRecord): DestinationMatcher {
+  let m = destinationMatchers.get(rule);
+  if (m === undefined) {
+    m = parseDestinationPattern(rule.destinationPattern).matcher;
+    destinationMatchers.set(rule, m);
+  }
+  return m;
+}
+
 /** Whether a rule's destination names a special block: the address itself, or a network inside the block. */
 function namesBlock(rule: RuleRecord, block: SpecialBlock): boolean {
-  const m: DestinationMatcher = parseDestinationPattern(rule.destinationPattern).matcher;
+  const m = destinationMatcher(rule);
   if (m.kind === 'ip') return true;
   return m.kind === 'cidr' && networkInsideBlock(m.network, m.prefix, block);
 }
@@ -118,7 +132,7 @@ export function guardedRange(state: PolicyState, subject: Subject, verdict: Verd
   if (block === null) return null;
   if (verdict.reason === 'learning' || !verdict.rule) return block.name;
   if (dest.kind === 'ip') return namesBlock(verdict.rule, block) ? null : block.name;
-  if (parseDestinationPattern(verdict.rule.destinationPattern).matcher.kind === 'host') return null;
+  if (destinationMatcher(verdict.rule).kind === 'host') return null;
   const byAddress = addressOutcome(state, subject, ip, port, now);
   return byAddress?.action === 'allow' && byAddress.rule && namesBlock(byAddress.rule, block) ? null : block.name;
 }

@@ -89,7 +89,7 @@ export interface DialOptions {
  * Tries each address in order until one connects, within one overall deadline. The last
  * failure is reported, since that is the one the client would have hit.
  */
-export async function dial(
+export function dial(
   addresses: readonly IpAddress[],
   port: number,
   timeoutMs: number,
@@ -97,9 +97,19 @@ export async function dial(
   opts: DialOptions = {},
 ): Promise<DialResult> {
   const started = performance.now();
-  const result = await dialFirst(addresses, port, timeoutMs, isCancelled, opts.tunnel ?? false, opts.via ?? null);
-  if (result.ok) opts.observeSeconds?.((performance.now() - started) / 1000);
-  return result;
+  const tunnel = opts.tunnel ?? false;
+  const via = opts.via ?? null;
+  // One direct address (every IP literal) is one attempt: no loop of awaits around it.
+  const attempt =
+    addresses.length === 1 && via === null && timeoutMs > 0 && !isCancelled()
+      ? connectOnce(addresses[0]!, port, timeoutMs, isCancelled, tunnel)
+      : dialFirst(addresses, port, timeoutMs, isCancelled, tunnel, via);
+  const observe = opts.observeSeconds;
+  if (!observe) return attempt;
+  return attempt.then((result) => {
+    if (result.ok) observe((performance.now() - started) / 1000);
+    return result;
+  });
 }
 
 async function dialFirst(

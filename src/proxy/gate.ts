@@ -135,6 +135,66 @@ export class Gate {
    * the control API's check endpoint can call it too. `host` is as sent, or already parsed.
    */
   async evaluate(container: string, host: string | Destination, port: number, resolve = true, given?: Subject): Promise<Evaluation> {
+    return this.evaluateNow(container, host, port, resolve, given);
+  }
+
+  /**
+   * Identity is established; decides, records and (when allowed) reserves the connection.
+   * Synchronous unless the destination needs DNS: an IP literal, and every denial by name,
+   * is decided without a promise (the promise layers were the gate's largest cost per
+   * tunnel). Every call observes one decision time and, unless admitted, goes idle once.
+   */
+  admit(container: string, protocol: Protocol, clientAddress: string, rawHost: string | Destination, port: number): AdmitResult | Promise<AdmitResult> {
+    const started = performance.now();
+    this.busy++;
+    let result: AdmitResult | Promise<AdmitResult>;
+    try {
+      result = this.decideAdmission(container, protocol, clientAddress, rawHost, port);
+    } catch (err) {
+      this.admitted(started, undefined);
+      throw err;
+    }
+    if (!(result instanceof Promise)) return this.admitted(started, result);
+    return result.then(
+      (r) => this.admitted(started, r),
+      (err: unknown) => {
+        this.admitted(started, undefined);
+        throw err;
+      },
+    );
+  }
+
+  /**
+   * Resolves once no admission is being decided and none admitted is still open or dialling
+   * (or after `timeoutMs`): shutdown waits for this, after closing everything, so that a
+   * decision still waiting for DNS, and the close of what it admitted, are recorded before
+   * the audit trail closes.
+   */
+  settled(timeoutMs: number): Promise<void> {
+    if (this.busy === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, timeoutMs);
+      timer.unref();
+      this.settledWaiters.push(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+
+  private idle(): void {
+    if (--this.busy === 0) for (const wake of this.settledWaiters.splice(0)) wake();
+  }
+
+  /** The end of every admit(): observes the decision time; a gate not admitting goes idle. */
+  private admitted(started: number, result: AdmitResult | undefined): AdmitResult {
+    this.opts.observeDecisionSeconds?.((performance.now() - started) / 1000);
+    if (!result?.ok) this.idle();
+    return result!;
+  }
+
+  /** evaluate() without a promise when none is needed (see admit). */
+  private evaluateNow(container: string, host: string | Destination, port: number, resolve: boolean, given?: Subject): Evaluation | Promise<Evaluation> {
     let destination: Destination;
     if (typeof host !== 'string') {
       destination = host;
@@ -149,26 +209,31 @@ export class Gate {
     const now = this.opts.clock();
     const subject = given ?? subjectFor(this.state, container, now);
     const verdict = decide(this.state, subject, destination, port, now);
-    const ctx = { container, host: destination.host, port };
     if (verdict.action === 'deny') {
-      return { kind: 'denied', destination, subject, verdict, outcome: verdict, reason: verdict.reason, address: null, failure: denial(ctx, verdict) };
+      const failure = denial({ container, host: destination.host, port }, verdict);
+      return { kind: 'denied', destination, subject, verdict, outcome: verdict, reason: verdict.reason, address: null, failure };
     }
     if (!resolve) return { kind: 'allowed', destination, subject, verdict, addresses: [] };
+    if (destination.kind === 'ip') return this.checkAddresses(container, destination, port, subject, verdict, [destination.ip]);
+    return this.resolveAndCheck(container, destination, port, subject, verdict);
+  }
 
+  private async resolveAndCheck(container: string, destination: Destination, port: number, subject: Subject, verdict: Verdict): Promise<Evaluation> {
     let candidates: IpAddress[];
-    if (destination.kind === 'ip') {
-      candidates = [destination.ip];
-    } else {
-      try {
-        candidates = await resolveHost(this.opts.resolver, destination.host, this.opts.dnsTimeoutMs);
-      } catch (err) {
-        if (!(err instanceof DnsError)) throw err;
-        return { kind: 'unresolved', destination, subject, verdict, failure: { kind: err.kind, detail: err.message } };
-      }
+    try {
+      candidates = await resolveHost(this.opts.resolver, destination.host, this.opts.dnsTimeoutMs);
+    } catch (err) {
+      if (!(err instanceof DnsError)) throw err;
+      return { kind: 'unresolved', destination, subject, verdict, failure: { kind: err.kind, detail: err.message } };
     }
+    return this.checkAddresses(container, destination, port, subject, verdict, candidates);
+  }
 
-    // Hostname answers are checked against address rules, resolved in the same layers,
-    // so DNS can never lead into a network the rules deny by address.
+  /**
+   * Hostname answers are checked against address rules, resolved in the same layers, so
+   * DNS can never lead into a network the rules deny by address.
+   */
+  private checkAddresses(container: string, destination: Destination, port: number, subject: Subject, verdict: Verdict, candidates: IpAddress[]): Evaluation {
     const later = this.opts.clock();
     let denied: Outcome | null = null;
     let why = '';
@@ -207,61 +272,13 @@ export class Gate {
       if (denied && reason === 'address_denied') {
         why = `${destination.host} resolves to ${candidates.map((c) => c.toString()).join(', ')}, denied by ${describeOutcome(denied)}`;
       }
-      const failure = denial(ctx, { ...outcome, sessionId: verdict.sessionId }, why);
+      const failure = denial({ container, host: destination.host, port }, { ...outcome, sessionId: verdict.sessionId }, why);
       return { kind: 'denied', destination, subject, verdict, outcome, reason, address: candidates[0]?.toString() ?? null, failure };
     }
     return { kind: 'allowed', destination, subject, verdict, addresses };
   }
 
-  async admit(container: string, protocol: Protocol, clientAddress: string, rawHost: string | Destination, port: number): Promise<AdmitResult> {
-    const started = performance.now();
-    this.busy++;
-    let result: AdmitResult | undefined;
-    try {
-      result = await this.decideAdmission(container, protocol, clientAddress, rawHost, port);
-    } finally {
-      this.opts.observeDecisionSeconds?.((performance.now() - started) / 1000);
-      if (!result?.ok) this.idle();
-    }
-    if (!result.ok) return result;
-    // An admitted connection keeps the gate busy until it is released (closed or failed).
-    const { release } = result.admission;
-    let released = false;
-    const admission: Admission = {
-      ...result.admission,
-      release: () => {
-        release();
-        if (released) return;
-        released = true;
-        this.idle();
-      },
-    };
-    return { ok: true, admission };
-  }
-
-  /**
-   * Resolves once no admission is being decided and none admitted is still open or dialling
-   * (or after `timeoutMs`): shutdown waits for this, after closing everything, so that a
-   * decision still waiting for DNS, and the close of what it admitted, are recorded before
-   * the audit trail closes.
-   */
-  settled(timeoutMs: number): Promise<void> {
-    if (this.busy === 0) return Promise.resolve();
-    return new Promise((resolve) => {
-      const timer = setTimeout(resolve, timeoutMs);
-      timer.unref();
-      this.settledWaiters.push(() => {
-        clearTimeout(timer);
-        resolve();
-      });
-    });
-  }
-
-  private idle(): void {
-    if (--this.busy === 0) for (const wake of this.settledWaiters.splice(0)) wake();
-  }
-
-  private async decideAdmission(container: string, protocol: Protocol, clientAddress: string, rawHost: string | Destination, port: number): Promise<AdmitResult> {
+  private decideAdmission(container: string, protocol: Protocol, clientAddress: string, rawHost: string | Destination, port: number): AdmitResult | Promise<AdmitResult> {
     const now = this.opts.clock();
     const subject = subjectFor(this.state, container, now);
     const sessionId = subject.session?.record.id ?? null;
@@ -273,31 +290,67 @@ export class Gate {
       const detail = slot.why === 'keys' ? 'too many distinct containers are connecting; refusing new ones' : `container ${container} is over its ${slot.why === 'rate' ? 'new-connection rate' : 'concurrent-connection'} limit`;
       return { ok: false, failure: { kind: 'limited', detail, retryAfterSeconds: slot.retryAfterSeconds }, record };
     }
-    const e = await this.evaluate(container, rawHost, port, true, subject);
-    const note = (decision: 'allow' | 'deny', reason: DecisionReason, outcome: Outcome | null, address: string | null, host: string, verdict: Verdict | null): DecisionRecord => {
-      const record = this.record(protocol, clientAddress, container, sessionId, host, port, address, decision, reason, outcome, verdict);
-      this.opts.onDecision(record);
-      return record;
-    };
-    if (e.kind !== 'allowed') slot.release();
+    const e = this.evaluateNow(container, rawHost, port, true, subject);
+    if (e instanceof Promise) return e.then((ev) => this.concludeAdmission(ev, slot.release, container, protocol, clientAddress, sessionId, rawHost, port));
+    return this.concludeAdmission(e, slot.release, container, protocol, clientAddress, sessionId, rawHost, port);
+  }
+
+  private concludeAdmission(
+    e: Evaluation,
+    releaseSlot: () => void,
+    container: string,
+    protocol: Protocol,
+    clientAddress: string,
+    sessionId: string | null,
+    rawHost: string | Destination,
+    port: number,
+  ): AdmitResult {
+    if (e.kind !== 'allowed') releaseSlot();
     switch (e.kind) {
-      case 'bad_request':
-        return { ok: false, failure: { kind: 'bad_request', detail: e.detail }, record: note('deny', 'bad_request', null, null, auditHost(rawHost), null) };
+      case 'bad_request': {
+        const record = this.note(protocol, clientAddress, container, sessionId, auditHost(rawHost), port, null, 'deny', 'bad_request', null, null);
+        return { ok: false, failure: { kind: 'bad_request', detail: e.detail }, record };
+      }
       case 'denied':
-        return { ok: false, failure: e.failure, record: note('deny', e.reason, e.outcome, e.address, e.destination.host, e.verdict) };
+        return { ok: false, failure: e.failure, record: this.note(protocol, clientAddress, container, sessionId, e.destination.host, port, e.address, 'deny', e.reason, e.outcome, e.verdict) };
       case 'unresolved': {
-        const record = note('allow', e.verdict.reason, e.verdict, null, e.destination.host, e.verdict);
+        const record = this.note(protocol, clientAddress, container, sessionId, e.destination.host, port, null, 'allow', e.verdict.reason, e.verdict, e.verdict);
         this.opts.onUpstreamFailure(record, e.failure);
         return { ok: false, failure: e.failure, record };
       }
       case 'allowed': {
-        const record = note('allow', e.verdict.reason, e.verdict, e.addresses[0]!.toString(), e.destination.host, e.verdict);
-        return {
-          ok: true,
-          admission: { container, subject: e.subject, verdict: e.verdict, destination: e.destination, port, addresses: e.addresses, record, release: slot.release },
+        const record = this.note(protocol, clientAddress, container, sessionId, e.destination.host, port, e.addresses[0]!.toString(), 'allow', e.verdict.reason, e.verdict, e.verdict);
+        // Admitted, the gate stays busy until the connection is released (closed or failed):
+        // the limiter slot's release is idempotent, the gate's idle() must run once.
+        let released = false;
+        const release = (): void => {
+          releaseSlot();
+          if (released) return;
+          released = true;
+          this.idle();
         };
+        return { ok: true, admission: { container, subject: e.subject, verdict: e.verdict, destination: e.destination, port, addresses: e.addresses, record, release } };
       }
     }
+  }
+
+  /** Builds a decision's record and hands it to the sinks. */
+  private note(
+    protocol: Protocol,
+    clientAddress: string,
+    container: string,
+    sessionId: string | null,
+    host: string,
+    port: number,
+    address: string | null,
+    decision: 'allow' | 'deny',
+    reason: DecisionReason,
+    outcome: Outcome | null,
+    verdict: Verdict | null,
+  ): DecisionRecord {
+    const record = this.record(protocol, clientAddress, container, sessionId, host, port, address, decision, reason, outcome, verdict);
+    this.opts.onDecision(record);
+    return record;
   }
 
   private limitsFor(subject: Subject): LimitSettings {
