@@ -20,6 +20,8 @@ export interface HttpHandlerOptions {
   readonly gate: Gate;
   readonly connections: Connections;
   readonly connectTimeoutMs: number;
+  /** How long an idle kept-alive connection to an origin is kept (0: until the origin closes it). */
+  readonly upstreamIdleMs?: number;
   readonly handshakeTimeoutMs: number;
   readonly maxHeaderBytes: number;
   /** Upstream connect latency, for the metrics histogram. */
@@ -32,7 +34,7 @@ export interface HttpHandlerOptions {
 
 export function createHttpHandler(opts: HttpHandlerOptions): http.Server {
   const { gate, connections } = opts;
-  const agent = new UpstreamAgent(opts.connectTimeoutMs, opts.observeConnectSeconds, opts.upstreamProxy ?? null);
+  const agent = new UpstreamAgent(opts.connectTimeoutMs, opts.observeConnectSeconds, opts.upstreamProxy ?? null, opts.upstreamIdleMs ?? 0);
   // http-proxy forwards the request; the response is relayed by relayResponse (hop-by-hop
   // fields dropped, truncation passed on as a cut connection), not by http-proxy's own passes.
   // toProxy: the request's url (already the origin-form target) is taken as it is, not
@@ -132,8 +134,37 @@ export function createHttpHandler(opts: HttpHandlerOptions): http.Server {
       return;
     }
     connections.trackForward(req, res, admission, conn.ipText(admission.addresses[0]!));
-    proxy.web(req, res, poolTarget(conn.poolHost(admission.addresses), admission.port), upstreamFailed(admission, url.authority, (f) => respond(res, f)));
-    const upstream = agent.takeRequest();
+    send(req, res, admission, url, poolTarget(conn.poolHost(admission.addresses), admission.port), true);
+  }
+
+  /**
+   * Sends an admitted request upstream through the pool. A request that fails on a reused
+   * connection before any byte of a response came back most likely met the origin closing
+   * that idle connection as the request arrived, and the origin never saw it: an idempotent
+   * one without a body (see retryable) is sent once more, on a new connection, under the same
+   * admission (one request, one decision and one audit row; the retry is the pool's business
+   * like the dial itself). Anything else fails as it is: a 502 naming what happened.
+   */
+  function send(req: http.IncomingMessage, res: http.ServerResponse, admission: Admission, url: { authority: string; path: string }, target: httpProxy.ServerOptions, mayRetry: boolean): void {
+    let upstream: http.ClientRequest | null = null;
+    let readMark = -1;
+    // http-proxy also reports the client request's own errors through this callback, on every
+    // attempt it was handed; once retried, only the retry's callback answers them.
+    let superseded = false;
+    proxy.web(req, res, target, (err: Error) => {
+      if (superseded) return;
+      if (mayRetry && upstream !== null && retryable(req, res, upstream, readMark, err as NodeJS.ErrnoException)) {
+        superseded = true;
+        agent.freshNext();
+        send(req, res, admission, url, target, false);
+        return;
+      }
+      const f = upstreamFailure(err as NodeJS.ErrnoException, url.authority);
+      gate.upstreamFailed(admission, f);
+      respond(res, f);
+    });
+    upstream = agent.takeRequest();
+    readMark = agent.takeReadMark();
     // A response that closes unfinished (the client left or aborted, or the registry cut it)
     // takes its upstream request with it, at once, whether the origin has answered yet or
     // not: its connection is closed, never handed back to the pool half-used. Node destroys
@@ -141,9 +172,10 @@ export function createHttpHandler(opts: HttpHandlerOptions): http.Server {
     // abort-on-'aborted' never fires for it. (A request that completed is not touched: Node
     // marks it destroyed once its connection went back to the pool, so destroy() is a no-op.)
     if (upstream !== null) {
-      exactTarget(upstream, url.path);
+      const sent = upstream;
+      exactTarget(sent, url.path);
       res.on('close', () => {
-        if (!res.writableFinished) upstream.destroy();
+        if (!res.writableFinished) sent.destroy();
       });
     }
   }
@@ -242,6 +274,27 @@ function poolTarget(address: string, port: number): httpProxy.ServerOptions {
  */
 function exactTarget(upstream: http.ClientRequest, path: string): void {
   if (upstream.path !== path) upstream.path = path;
+}
+
+/** Methods that may be sent twice (RFC 9110 9.2.2), less the one with a body by design (see retryable). */
+const RETRYABLE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
+
+/**
+ * Whether a failed forwarded request is safe to send again: it was sent on a reused pooled
+ * connection (`readMark` >= 0, what that connection had read before), which the origin
+ * closed or reset without a byte of response since; its method is idempotent; it has no
+ * body (a streamed body is consumed and cannot be sent twice); and its client still waits
+ * with nothing answered yet.
+ */
+function retryable(req: http.IncomingMessage, res: http.ServerResponse, upstream: http.ClientRequest, readMark: number, err: NodeJS.ErrnoException): boolean {
+  if (err.code !== 'ECONNRESET' && err.code !== 'EPIPE') return false;
+  if (readMark < 0 || !upstream.reusedSocket || (upstream as { res?: unknown }).res != null) return false;
+  const socket = upstream.socket;
+  if (socket === null || socket.bytesRead !== readMark) return false;
+  if (res.headersSent || res.destroyed || req.socket.destroyed) return false;
+  if (!RETRYABLE_METHODS.has(req.method ?? '')) return false;
+  const length = req.headers['content-length'];
+  return req.headers['transfer-encoding'] === undefined && (length === undefined || length === '0');
 }
 
 /** How often to look for clients that are too slow with their headers (a fraction of the limit). */

@@ -24,9 +24,21 @@ const ERRNO: Partial<Record<FailureKind, string>> = {
 
 const nodeAddRequest = (http.Agent.prototype as unknown as { addRequest(req: http.ClientRequest, options: http.ClientRequestArgs): void }).addRequest;
 
+/** Node's own (undocumented, stable since v0.12) halves of addRequest used by freshNext's dial. */
+interface NodeAgentInternals {
+  createSocket(req: http.ClientRequest, options: http.ClientRequestArgs, cb: (err: Error | null, socket: net.Socket) => void): void;
+}
+interface NodeRequestInternals {
+  onSocket(socket: net.Socket, err?: Error): void;
+}
+
 export class UpstreamAgent extends http.Agent {
   /** The request addRequest was last handed (see takeRequest). */
   private lastRequest: http.ClientRequest | null = null;
+  /** What the last request's socket had read before it, or -1 for a new connection (see takeReadMark). */
+  private lastReadMark = -1;
+  /** The next request gets a new connection, not an idle one (see freshNext). */
+  private fresh = false;
 
   constructor(
     private readonly connectTimeoutMs: number,
@@ -34,8 +46,23 @@ export class UpstreamAgent extends http.Agent {
     private readonly observeConnectSeconds?: (seconds: number) => void,
     /** A parent SOCKS proxy to dial through, or null. */
     private readonly via: UpstreamProxy | null = null,
+    /**
+     * An idle pooled connection is closed after this long (0: kept until the origin closes
+     * it). Sent on just as the origin times it out, a request would fail; closing first,
+     * below the usual origin keep-alive timeouts, avoids the race. Node's agent also honours
+     * an origin's `Keep-Alive: timeout=N` (closing a second early), but only when this is set.
+     */
+    idleMs = 0,
   ) {
-    super({ keepAlive: true, maxSockets: 512, maxFreeSockets: 64, scheduling: 'lifo' });
+    super({ keepAlive: true, maxSockets: 512, maxFreeSockets: 64, scheduling: 'lifo', ...(idleMs > 0 ? { timeout: idleMs } : {}) });
+  }
+
+  /**
+   * The next request (a retry after a reused connection failed) is sent on a new
+   * connection: other idle connections to that origin may have been closed with it.
+   */
+  freshNext(): void {
+    this.fresh = true;
   }
 
   /**
@@ -48,6 +75,14 @@ export class UpstreamAgent extends http.Agent {
    */
   addRequest(req: http.ClientRequest, options: http.ClientRequestArgs): void {
     this.lastRequest = req;
+    this.lastReadMark = -1;
+    if (this.fresh) {
+      this.fresh = false;
+      // As Node's addRequest dials, less the maxSockets queue: a retry does not wait behind others.
+      const agent = this as unknown as NodeAgentInternals;
+      agent.createSocket(req, options, (err, socket) => (req as unknown as NodeRequestInternals).onSocket(socket, err ?? undefined));
+      return;
+    }
     const name = this.getName(options);
     const freeSockets = this.freeSockets as Record<string, net.Socket[] | undefined>;
     const free = freeSockets[name];
@@ -59,6 +94,7 @@ export class UpstreamAgent extends http.Agent {
       }
       if (free.length === 0) delete freeSockets[name];
       if (socket !== undefined) {
+        this.lastReadMark = socket.bytesRead;
         this.reuseSocket(socket, req);
         req.onSocket(socket);
         const sockets = this.sockets as Record<string, net.Socket[] | undefined>;
@@ -78,7 +114,19 @@ export class UpstreamAgent extends http.Agent {
   takeRequest(): http.ClientRequest | null {
     const req = this.lastRequest;
     this.lastRequest = null;
+    this.fresh = false;
     return req;
+  }
+
+  /**
+   * For the request takeRequest returned: how many bytes its connection had read before it
+   * was handed over, when it was an idle one reused; -1 for a new connection. A failure with
+   * nothing read since is one where the origin sent no byte of a response.
+   */
+  takeReadMark(): number {
+    const mark = this.lastReadMark;
+    this.lastReadMark = -1;
+    return mark;
   }
 
   override createConnection(options: http.ClientRequestArgs, callback?: (err: Error | null, socket: net.Socket) => void): net.Socket | undefined {
