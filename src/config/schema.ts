@@ -58,9 +58,9 @@ export const configSchema = z
         idle_ms: ms(0),
         /**
          * HTTP forwarding: close a kept-alive connection to an origin after this long unused
-         * (sooner when the origin announces a shorter `Keep-Alive: timeout`); 0 keeps it until
-         * the origin closes it. Below the usual origin timeouts (5 s in Apache and Node), so a
-         * request is not sent on a connection the origin is closing.
+         * (a second before the origin's announced `Keep-Alive: timeout` when that is sooner);
+         * 0 sets no limit of its own. Below the usual origin timeouts (5 s in Apache and Node),
+         * so a request is not sent on a connection the origin is closing.
          */
         upstream_idle_ms: ms(4_000),
         /** On SIGTERM/SIGINT, how long open tunnels may drain before they are cut. */

@@ -5,11 +5,11 @@ import type net from 'node:net';
 import httpProxy from 'http-proxy';
 import { parsePort } from '../policy/host.js';
 import { CLIENT_WENT_AWAY, classify } from './dial.js';
-import type { Admission, Gate, Protocol } from './gate.js';
+import type { Admission, AdmitResult, Gate, Protocol } from './gate.js';
 import { renderingOf, type Failure } from './outcomes.js';
 import { drainUntilClosed, failureBody, failureHeaders, rawRefusal, rawResponse } from './raw-response.js';
 import type { Connections } from './connections.js';
-import { UpstreamAgent, poolHost } from './upstream-agent.js';
+import { UpstreamAgent, poolHost, poolTarget } from './upstream-agent.js';
 import { forwardConn, type ForwardConn } from './forward-conn.js';
 import { upstreamRequestHeaders } from './forward-headers.js';
 import { relayResponse } from './forward-response.js';
@@ -77,29 +77,26 @@ export function createHttpHandler(opts: HttpHandlerOptions): http.Server {
   // every keep-alive client to leave on its own.
   server.emit('listening');
 
-  /** Identity and policy for one request; renders the refusal itself when not admitted. */
-  async function admitRequest(
-    conn: ForwardConn,
-    req: http.IncomingMessage,
-    protocol: Protocol,
-    host: string,
-    port: number,
-    refuse: (f: Failure) => void,
-  ): Promise<Admission | null> {
+  /**
+   * Identity and policy for one request: the gate's verdict, or (identity not established,
+   * decided and recorded at once) the failure to answer with. Not an async function of its
+   * own: the common case hands the gate's promise straight on.
+   */
+  function admitRequest(conn: ForwardConn, req: http.IncomingMessage, protocol: Protocol, host: string, port: number): Promise<AdmitResult> | Failure {
     // Parsing is remembered per connection; identity and policy are decided afresh.
     const from = conn.from;
     const identity = gate.identify(conn.credentials(req.headers['proxy-authorization']), from);
     const destination = conn.destination(host);
-    if (!identity.ok) {
-      refuse(gate.refuseIdentity(identity, protocol, from, destination, port));
-      return null;
-    }
-    const result = await gate.admit(identity.container, protocol, from, destination, port);
-    if (!result.ok) {
-      refuse(result.failure);
-      return null;
-    }
-    return result.admission;
+    if (!identity.ok) return gate.refuseIdentity(identity, protocol, from, destination, port);
+    return gate.admit(identity.container, protocol, from, destination, port);
+  }
+
+  /** admitRequest's admission, or null once `refuse` has been given the failure. */
+  async function admitted(pending: Promise<AdmitResult> | Failure, refuse: (f: Failure) => void): Promise<Admission | null> {
+    const result = pending instanceof Promise ? await pending : ({ ok: false, failure: pending } as const);
+    if (result.ok) return result.admission;
+    refuse(result.failure);
+    return null;
   }
 
   /** http-proxy's error callback: the failure is audited as the admission's outcome, then refused. */
@@ -124,8 +121,17 @@ export function createHttpHandler(opts: HttpHandlerOptions): http.Server {
       return;
     }
     const conn = forwardConn(req.socket);
-    const admission = await admitRequest(conn, req, 'http', url.host, url.port, (f) => respond(res, f));
-    if (!admission) return;
+    const pending = admitRequest(conn, req, 'http', url.host, url.port);
+    if (!(pending instanceof Promise)) {
+      respond(res, pending);
+      return;
+    }
+    const result = await pending;
+    if (!result.ok) {
+      respond(res, result.failure);
+      return;
+    }
+    const admission = result.admission;
     toUpstream(req, url, false);
     // A client that left while its request was decided (waiting for DNS, say): nothing is
     // sent upstream, and, as for a tunnel, the allow is recorded as going nowhere.
@@ -134,7 +140,7 @@ export function createHttpHandler(opts: HttpHandlerOptions): http.Server {
       return;
     }
     connections.trackForward(req, res, admission, conn.ipText(admission.addresses[0]!));
-    send(req, res, admission, url, poolTarget(conn.poolHost(admission.addresses), admission.port), true);
+    send(req, res, admission, url, conn.poolTarget(admission.addresses, admission.port), true);
   }
 
   /**
@@ -199,7 +205,7 @@ export function createHttpHandler(opts: HttpHandlerOptions): http.Server {
         refuse({ kind: 'bad_request', detail: url.error });
         return;
       }
-      const admission = await admitRequest(forwardConn(req.socket), req, 'http', url.host, url.port, refuse);
+      const admission = await admitted(admitRequest(forwardConn(req.socket), req, 'http', url.host, url.port), refuse);
       if (!admission) return;
       toUpstream(req, url, true);
       pendingUpgrades.set(req, admission);
@@ -260,10 +266,6 @@ function toUpstream(req: http.IncomingMessage, url: { authority: string; path: s
   req.url = url.path;
 }
 
-/** http-proxy options for the keep-alive pool's key (the allowed addresses, see poolHost). */
-function poolTarget(address: string, port: number): httpProxy.ServerOptions {
-  return { target: { host: address, hostname: address, port, protocol: 'http:' } as never };
-}
 
 /**
  * Puts the request target back as the client sent it, on the upstream request http-proxy

@@ -3,6 +3,7 @@
 // connect timeout. The candidate list is the pool key, so requests whose destination
 // resolved to the same allowed addresses share idle connections.
 import http from 'node:http';
+import type httpProxy from 'http-proxy';
 import type net from 'node:net';
 import ipaddr from 'ipaddr.js';
 import type { IpAddress } from '../policy/host.js';
@@ -15,6 +16,11 @@ export function poolHost(addresses: readonly IpAddress[]): string {
   return addresses.map((a) => a.toString()).join(',');
 }
 
+/** http-proxy options for the keep-alive pool's key (the allowed addresses, see poolHost). */
+export function poolTarget(address: string, port: number): httpProxy.ServerOptions {
+  return { target: { host: address, hostname: address, port, protocol: 'http:' } as never };
+}
+
 // http-proxy reports upstream trouble as errno-style errors; keep the classification dial() made.
 const ERRNO: Partial<Record<FailureKind, string>> = {
   connection_refused: 'ECONNREFUSED',
@@ -23,6 +29,19 @@ const ERRNO: Partial<Record<FailureKind, string>> = {
 };
 
 const nodeAddRequest = (http.Agent.prototype as unknown as { addRequest(req: http.ClientRequest, options: http.ClientRequestArgs): void }).addRequest;
+
+/** The `timeout=N` of a response's Keep-Alive field, in ms, or null (raw headers: name, value, ...). */
+export function keepAliveHintMs(raw: readonly string[] | undefined): number | null {
+  if (raw === undefined) return null;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    if (name.length !== 10 || name.toLowerCase() !== 'keep-alive') continue;
+    const m = /^timeout=(\d+)/.exec(raw[i + 1]!);
+    // Node reads the first Keep-Alive field only (repeats are joined after it).
+    return m ? Number(m[1]) * 1000 : null;
+  }
+  return null;
+}
 
 /** Node's own (undocumented, stable since v0.12) halves of addRequest used by freshNext's dial. */
 interface NodeAgentInternals {
@@ -47,14 +66,40 @@ export class UpstreamAgent extends http.Agent {
     /** A parent SOCKS proxy to dial through, or null. */
     private readonly via: UpstreamProxy | null = null,
     /**
-     * An idle pooled connection is closed after this long (0: kept until the origin closes
-     * it). Sent on just as the origin times it out, a request would fail; closing first,
-     * below the usual origin keep-alive timeouts, avoids the race. Node's agent also honours
-     * an origin's `Keep-Alive: timeout=N` (closing a second early), but only when this is set.
+     * An idle pooled connection is closed after this long (0: no limit of its own), or a
+     * second before the origin's own `Keep-Alive: timeout=N` when that is sooner. Sent on
+     * just as the origin times it out, a request would fail; closing first, below the usual
+     * origin keep-alive timeouts, avoids the race. (See keepSocketAlive.)
      */
-    idleMs = 0,
+    private readonly idleMs = 0,
   ) {
-    super({ keepAlive: true, maxSockets: 512, maxFreeSockets: 64, scheduling: 'lifo', ...(idleMs > 0 ? { timeout: idleMs } : {}) });
+    super({ keepAlive: true, maxSockets: 512, maxFreeSockets: 64, scheduling: 'lifo' });
+  }
+
+  /**
+   * Node's keepSocketAlive, called as a connection goes back to the pool, with its idle
+   * timeout armed here rather than through the agent's `timeout` option: with that option
+   * Node also arms and clears a per-request timeout on every request (a listener and two
+   * timer updates each), and reads the origin's Keep-Alive field from the response's header
+   * object, which builds that object for every response (relayResponse works from the raw
+   * headers and never needs it). The socket's timeout stays armed while it is in use; Node's
+   * agent destroys a socket on timeout only while it is idle in the pool, and nothing
+   * listens for it otherwise. False when the origin's announced timeout leaves no time:
+   * Node then closes the connection instead of pooling it.
+   */
+  override keepSocketAlive(socket: net.Socket): boolean {
+    socket.setKeepAlive(true, (this as unknown as { keepAliveMsecs: number }).keepAliveMsecs);
+    socket.unref();
+    let timeout = this.idleMs;
+    const hint = keepAliveHintMs((socket as { _httpMessage?: { res?: http.IncomingMessage | null } | null })._httpMessage?.res?.rawHeaders);
+    if (hint !== null) {
+      // As Node does: a second early, and not kept at all when that leaves nothing.
+      const early = hint - 1000;
+      if (early <= 0) return false;
+      if (timeout === 0 || early < timeout) timeout = early;
+    }
+    if (socket.timeout !== timeout) socket.setTimeout(timeout);
+    return true;
   }
 
   /**

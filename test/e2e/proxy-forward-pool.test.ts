@@ -116,6 +116,20 @@ test("an origin's Keep-Alive: timeout hint shorter than upstream_idle_ms is hono
   const { c, auth } = await setup(t, 'pool-hint', { timeouts: { upstream_idle_ms: 60_000 } });
   c.write(request('GET', `127.0.0.2:${origin.port}`, '/once', auth));
   assert.equal((await c.takeResponse()).status, 200);
-  // Node's agent closes a second before the announced timeout.
+  // Closed a second before the announced timeout, as Node's own agent does.
   await eventually(() => origin.sockets[0]!.readableEnded, 5000, 'sluice to close the idle origin connection');
+});
+
+test('upstream_idle_ms 0 sets no limit of its own, but an origin that announces Keep-Alive: timeout=1 is not kept at all', async (t) => {
+  const origin = await rawOriginFor(t, (sock, text) => {
+    if (text.endsWith('\r\n\r\n')) sock.write('HTTP/1.1 200 OK\r\nKeep-Alive: timeout=1\r\nContent-Length: 2\r\n\r\nok');
+  });
+  const { c, auth } = await setup(t, 'pool-hint-short', { timeouts: { upstream_idle_ms: 0 } });
+  const authority = `127.0.0.2:${origin.port}`;
+  c.write(request('GET', authority, '/1', auth));
+  assert.equal((await c.takeResponse()).status, 200);
+  await eventually(() => origin.sockets[0]!.readableEnded, 2000, 'sluice to close the origin connection after the response');
+  c.write(request('GET', authority, '/2', auth));
+  assert.equal((await c.takeResponse()).status, 200);
+  assert.equal(origin.sockets.length, 2);
 });
