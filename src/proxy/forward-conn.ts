@@ -77,14 +77,14 @@ export class ForwardConn {
   }
 
   /**
-   * http-proxy's options for the pool target (see poolTarget), the same object while the
-   * pool key and port are: http-proxy only reads it, and a keep-alive client usually sends
-   * every request to one destination.
+   * http-proxy's options for the pool target (see poolTarget, `exactPathLater`), the same
+   * object while the pool key and port are: http-proxy only reads it, and a keep-alive
+   * client usually sends every request to one destination.
    */
   poolTarget(addresses: readonly IpAddress[], port: number): httpProxy.ServerOptions {
     const host = this.poolHost(addresses);
     if (this.target === null || host !== this.targetHost || port !== this.targetPort) {
-      this.target = poolTarget(host, port);
+      this.target = poolTarget(host, port, true);
       this.targetHost = host;
       this.targetPort = port;
     }

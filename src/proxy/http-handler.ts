@@ -140,7 +140,8 @@ export function createHttpHandler(opts: HttpHandlerOptions): http.Server {
       return;
     }
     connections.trackForward(req, res, admission, conn.ipText(admission.addresses[0]!));
-    send(req, res, admission, url, conn.poolTarget(admission.addresses, admission.port), true);
+    const target = req.headers.expect === undefined ? conn.poolTarget(admission.addresses, admission.port) : poolTarget(conn.poolHost(admission.addresses), admission.port);
+    send(req, res, admission, url, target, true);
   }
 
   /**
@@ -266,11 +267,11 @@ function toUpstream(req: http.IncomingMessage, url: { authority: string; path: s
   req.url = url.path;
 }
 
-
 /**
  * Puts the request target back as the client sent it, on the upstream request http-proxy
  * just created: its path join folds `//` into `/`, which changes what the origin serves (and
- * breaks signed URLs). Node writes the request line from `path` when the head is first sent,
+ * breaks signed URLs); forwarded requests have it leave the path out altogether (see
+ * poolTarget), so this is where their path is set. Node writes the request line from `path` when the head is first sent,
  * which is later (when http-proxy's pipe ends or writes the body); a request with an Expect
  * field is the exception (Node writes its head at once), and keeps http-proxy's path.
  */

@@ -16,9 +16,16 @@ export function poolHost(addresses: readonly IpAddress[]): string {
   return addresses.map((a) => a.toString()).join(',');
 }
 
-/** http-proxy options for the keep-alive pool's key (the allowed addresses, see poolHost). */
-export function poolTarget(address: string, port: number): httpProxy.ServerOptions {
-  return { target: { host: address, hostname: address, port, protocol: 'http:' } as never };
+/**
+ * http-proxy options for the keep-alive pool's key (the allowed addresses, see poolHost).
+ * `exactPathLater`: http-proxy leaves the request path out (it would only fold `//` in it,
+ * with string work on every request), because the caller sets the exact one on the upstream
+ * request before its head is written (see exactTarget in http-handler); not for a request
+ * with an Expect field, whose head Node renders as the request is created.
+ */
+export function poolTarget(address: string, port: number, exactPathLater = false): httpProxy.ServerOptions {
+  const target = { host: address, hostname: address, port, protocol: 'http:' } as never;
+  return exactPathLater ? { target, ignorePath: true } : { target };
 }
 
 // http-proxy reports upstream trouble as errno-style errors; keep the classification dial() made.
