@@ -267,6 +267,7 @@ export async function startSluice(config: Config, options: SluiceOptions = {}): 
     gate,
     connections,
     connectTimeoutMs: config.timeouts.connect_ms,
+    upstreamIdleMs: config.timeouts.upstream_idle_ms,
     handshakeTimeoutMs: config.timeouts.handshake_ms,
     observeConnectSeconds: (seconds: number) => metrics.connectSeconds.observe(seconds),
     upstreamProxy: config.upstream_proxy ?? null,

@@ -58,6 +58,13 @@ export const configSchema = z
         handshake_ms: ms(10_000),
         /** Close a tunnel after this long without bytes in either direction; 0 disables. */
         idle_ms: ms(0),
+        /**
+         * HTTP forwarding: close a kept-alive connection to an origin after this long unused
+         * (a second before the origin's announced `Keep-Alive: timeout` when that is sooner);
+         * 0 sets no limit of its own. Below the usual origin timeouts (5 s in Apache and Node),
+         * so a request is not sent on a connection the origin is closing.
+         */
+        upstream_idle_ms: ms(4_000),
         /** On SIGTERM/SIGINT, how long open tunnels may drain before they are cut. */
         shutdown_grace_ms: ms(10_000),
       })

@@ -8,7 +8,8 @@ import type net from 'node:net';
 import { parseBasicAuth, type Credentials } from '../identity/identify.js';
 import { HostError, parseHost, type Destination, type IpAddress } from '../policy/host.js';
 import { clientAddress } from './client-address.js';
-import { poolHost } from './upstream-agent.js';
+import type httpProxy from 'http-proxy';
+import { poolHost, poolTarget } from './upstream-agent.js';
 
 export class ForwardConn {
   /** The client's IP as identity and the audit see it. */
@@ -20,6 +21,9 @@ export class ForwardConn {
   private hostParsed: Destination | string = '';
   private lastIp: IpAddress | null = null;
   private lastIpText = '';
+  private target: httpProxy.ServerOptions | null = null;
+  private targetHost = '';
+  private targetPort = -1;
 
   constructor(socket: net.Socket) {
     this.from = clientAddress(socket);
@@ -70,6 +74,21 @@ export class ForwardConn {
   /** What the upstream pool is keyed by: the allowed addresses, comma-joined (see poolHost). */
   poolHost(addresses: readonly IpAddress[]): string {
     return addresses.length === 1 ? this.ipText(addresses[0]!) : poolHost(addresses);
+  }
+
+  /**
+   * http-proxy's options for the pool target (see poolTarget, `exactPathLater`), the same
+   * object while the pool key and port are: http-proxy only reads it, and a keep-alive
+   * client usually sends every request to one destination.
+   */
+  poolTarget(addresses: readonly IpAddress[], port: number): httpProxy.ServerOptions {
+    const host = this.poolHost(addresses);
+    if (this.target === null || host !== this.targetHost || port !== this.targetPort) {
+      this.target = poolTarget(host, port, true);
+      this.targetHost = host;
+      this.targetPort = port;
+    }
+    return this.target;
   }
 }
 

@@ -23,6 +23,8 @@ export function isHopByHop(name: string): boolean {
 
 /** The field names a Connection header value lists (lower case), less those that go anyway. */
 function connectionNamed(value: string, keepUpgrade: boolean, into: Set<string> | null): Set<string> | null {
+  // The usual values, as usually spelled, name nothing beyond the fields that go anyway.
+  if (value === 'keep-alive' || value === 'close' || value === 'Keep-Alive' || value === 'Close') return into;
   for (const h of value.split(',')) {
     const name = h.trim().toLowerCase();
     if (!name || (keepUpgrade && name === 'upgrade')) continue;

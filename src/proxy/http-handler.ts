@@ -5,11 +5,11 @@ import type net from 'node:net';
 import httpProxy from 'http-proxy';
 import { parsePort } from '../policy/host.js';
 import { CLIENT_WENT_AWAY, classify } from './dial.js';
-import type { Admission, Gate, Protocol } from './gate.js';
+import type { Admission, AdmitResult, Gate, Protocol } from './gate.js';
 import { renderingOf, type Failure } from './outcomes.js';
 import { drainUntilClosed, failureBody, failureHeaders, rawRefusal, rawResponse } from './raw-response.js';
 import type { Connections } from './connections.js';
-import { UpstreamAgent, poolHost } from './upstream-agent.js';
+import { UpstreamAgent, poolHost, poolTarget } from './upstream-agent.js';
 import { forwardConn, type ForwardConn } from './forward-conn.js';
 import { upstreamRequestHeaders } from './forward-headers.js';
 import { relayResponse } from './forward-response.js';
@@ -20,6 +20,8 @@ export interface HttpHandlerOptions {
   readonly gate: Gate;
   readonly connections: Connections;
   readonly connectTimeoutMs: number;
+  /** How long an idle kept-alive connection to an origin is kept (0: until the origin closes it). */
+  readonly upstreamIdleMs?: number;
   readonly handshakeTimeoutMs: number;
   readonly maxHeaderBytes: number;
   /** Upstream connect latency, for the metrics histogram. */
@@ -32,7 +34,7 @@ export interface HttpHandlerOptions {
 
 export function createHttpHandler(opts: HttpHandlerOptions): http.Server {
   const { gate, connections } = opts;
-  const agent = new UpstreamAgent(opts.connectTimeoutMs, opts.observeConnectSeconds, opts.upstreamProxy ?? null);
+  const agent = new UpstreamAgent(opts.connectTimeoutMs, opts.observeConnectSeconds, opts.upstreamProxy ?? null, opts.upstreamIdleMs ?? 0);
   // http-proxy forwards the request; the response is relayed by relayResponse (hop-by-hop
   // fields dropped, truncation passed on as a cut connection), not by http-proxy's own passes.
   // toProxy: the request's url (already the origin-form target) is taken as it is, not
@@ -75,29 +77,26 @@ export function createHttpHandler(opts: HttpHandlerOptions): http.Server {
   // every keep-alive client to leave on its own.
   server.emit('listening');
 
-  /** Identity and policy for one request; renders the refusal itself when not admitted. */
-  async function admitRequest(
-    conn: ForwardConn,
-    req: http.IncomingMessage,
-    protocol: Protocol,
-    host: string,
-    port: number,
-    refuse: (f: Failure) => void,
-  ): Promise<Admission | null> {
+  /**
+   * Identity and policy for one request: the gate's verdict, or (identity not established,
+   * decided and recorded at once) the failure to answer with. Not an async function of its
+   * own: the common case hands the gate's promise straight on.
+   */
+  function admitRequest(conn: ForwardConn, req: http.IncomingMessage, protocol: Protocol, host: string, port: number): Promise<AdmitResult> | Failure {
     // Parsing is remembered per connection; identity and policy are decided afresh.
     const from = conn.from;
     const identity = gate.identify(conn.credentials(req.headers['proxy-authorization']), from);
     const destination = conn.destination(host);
-    if (!identity.ok) {
-      refuse(gate.refuseIdentity(identity, protocol, from, destination, port));
-      return null;
-    }
-    const result = await gate.admit(identity.container, protocol, from, destination, port);
-    if (!result.ok) {
-      refuse(result.failure);
-      return null;
-    }
-    return result.admission;
+    if (!identity.ok) return gate.refuseIdentity(identity, protocol, from, destination, port);
+    return gate.admit(identity.container, protocol, from, destination, port);
+  }
+
+  /** admitRequest's admission, or null once `refuse` has been given the failure. */
+  async function admitted(pending: Promise<AdmitResult> | Failure, refuse: (f: Failure) => void): Promise<Admission | null> {
+    const result = pending instanceof Promise ? await pending : ({ ok: false, failure: pending } as const);
+    if (result.ok) return result.admission;
+    refuse(result.failure);
+    return null;
   }
 
   /** http-proxy's error callback: the failure is audited as the admission's outcome, then refused. */
@@ -122,8 +121,17 @@ export function createHttpHandler(opts: HttpHandlerOptions): http.Server {
       return;
     }
     const conn = forwardConn(req.socket);
-    const admission = await admitRequest(conn, req, 'http', url.host, url.port, (f) => respond(res, f));
-    if (!admission) return;
+    const pending = admitRequest(conn, req, 'http', url.host, url.port);
+    if (!(pending instanceof Promise)) {
+      respond(res, pending);
+      return;
+    }
+    const result = await pending;
+    if (!result.ok) {
+      respond(res, result.failure);
+      return;
+    }
+    const admission = result.admission;
     toUpstream(req, url, false);
     // A client that left while its request was decided (waiting for DNS, say): nothing is
     // sent upstream, and, as for a tunnel, the allow is recorded as going nowhere.
@@ -132,8 +140,38 @@ export function createHttpHandler(opts: HttpHandlerOptions): http.Server {
       return;
     }
     connections.trackForward(req, res, admission, conn.ipText(admission.addresses[0]!));
-    proxy.web(req, res, poolTarget(conn.poolHost(admission.addresses), admission.port), upstreamFailed(admission, url.authority, (f) => respond(res, f)));
-    const upstream = agent.takeRequest();
+    const target = req.headers.expect === undefined ? conn.poolTarget(admission.addresses, admission.port) : poolTarget(conn.poolHost(admission.addresses), admission.port);
+    send(req, res, admission, url, target, true);
+  }
+
+  /**
+   * Sends an admitted request upstream through the pool. A request that fails on a reused
+   * connection before any byte of a response came back most likely met the origin closing
+   * that idle connection as the request arrived, and the origin never saw it: an idempotent
+   * one without a body (see retryable) is sent once more, on a new connection, under the same
+   * admission (one request, one decision and one audit row; the retry is the pool's business
+   * like the dial itself). Anything else fails as it is: a 502 naming what happened.
+   */
+  function send(req: http.IncomingMessage, res: http.ServerResponse, admission: Admission, url: { authority: string; path: string }, target: httpProxy.ServerOptions, mayRetry: boolean): void {
+    let upstream: http.ClientRequest | null = null;
+    let readMark = -1;
+    // http-proxy also reports the client request's own errors through this callback, on every
+    // attempt it was handed; once retried, only the retry's callback answers them.
+    let superseded = false;
+    proxy.web(req, res, target, (err: Error) => {
+      if (superseded) return;
+      if (mayRetry && upstream !== null && retryable(req, res, upstream, readMark, err as NodeJS.ErrnoException)) {
+        superseded = true;
+        agent.freshNext();
+        send(req, res, admission, url, target, false);
+        return;
+      }
+      const f = upstreamFailure(err as NodeJS.ErrnoException, url.authority);
+      gate.upstreamFailed(admission, f);
+      respond(res, f);
+    });
+    upstream = agent.takeRequest();
+    readMark = agent.takeReadMark();
     // A response that closes unfinished (the client left or aborted, or the registry cut it)
     // takes its upstream request with it, at once, whether the origin has answered yet or
     // not: its connection is closed, never handed back to the pool half-used. Node destroys
@@ -141,9 +179,10 @@ export function createHttpHandler(opts: HttpHandlerOptions): http.Server {
     // abort-on-'aborted' never fires for it. (A request that completed is not touched: Node
     // marks it destroyed once its connection went back to the pool, so destroy() is a no-op.)
     if (upstream !== null) {
-      exactTarget(upstream, url.path);
+      const sent = upstream;
+      exactTarget(sent, url.path);
       res.on('close', () => {
-        if (!res.writableFinished) upstream.destroy();
+        if (!res.writableFinished) sent.destroy();
       });
     }
   }
@@ -167,7 +206,7 @@ export function createHttpHandler(opts: HttpHandlerOptions): http.Server {
         refuse({ kind: 'bad_request', detail: url.error });
         return;
       }
-      const admission = await admitRequest(forwardConn(req.socket), req, 'http', url.host, url.port, refuse);
+      const admission = await admitted(admitRequest(forwardConn(req.socket), req, 'http', url.host, url.port), refuse);
       if (!admission) return;
       toUpstream(req, url, true);
       pendingUpgrades.set(req, admission);
@@ -228,20 +267,37 @@ function toUpstream(req: http.IncomingMessage, url: { authority: string; path: s
   req.url = url.path;
 }
 
-/** http-proxy options for the keep-alive pool's key (the allowed addresses, see poolHost). */
-function poolTarget(address: string, port: number): httpProxy.ServerOptions {
-  return { target: { host: address, hostname: address, port, protocol: 'http:' } as never };
-}
-
 /**
  * Puts the request target back as the client sent it, on the upstream request http-proxy
  * just created: its path join folds `//` into `/`, which changes what the origin serves (and
- * breaks signed URLs). Node writes the request line from `path` when the head is first sent,
+ * breaks signed URLs); forwarded requests have it leave the path out altogether (see
+ * poolTarget), so this is where their path is set. Node writes the request line from `path` when the head is first sent,
  * which is later (when http-proxy's pipe ends or writes the body); a request with an Expect
  * field is the exception (Node writes its head at once), and keeps http-proxy's path.
  */
 function exactTarget(upstream: http.ClientRequest, path: string): void {
   if (upstream.path !== path) upstream.path = path;
+}
+
+/** Methods that may be sent twice (RFC 9110 9.2.2), less the one with a body by design (see retryable). */
+const RETRYABLE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
+
+/**
+ * Whether a failed forwarded request is safe to send again: it was sent on a reused pooled
+ * connection (`readMark` >= 0, what that connection had read before), which the origin
+ * closed or reset without a byte of response since; its method is idempotent; it has no
+ * body (a streamed body is consumed and cannot be sent twice); and its client still waits
+ * with nothing answered yet.
+ */
+function retryable(req: http.IncomingMessage, res: http.ServerResponse, upstream: http.ClientRequest, readMark: number, err: NodeJS.ErrnoException): boolean {
+  if (err.code !== 'ECONNRESET' && err.code !== 'EPIPE') return false;
+  if (readMark < 0 || !upstream.reusedSocket || (upstream as { res?: unknown }).res != null) return false;
+  const socket = upstream.socket;
+  if (socket === null || socket.bytesRead !== readMark) return false;
+  if (res.headersSent || res.destroyed || req.socket.destroyed) return false;
+  if (!RETRYABLE_METHODS.has(req.method ?? '')) return false;
+  const length = req.headers['content-length'];
+  return req.headers['transfer-encoding'] === undefined && (length === undefined || length === '0');
 }
 
 /** How often to look for clients that are too slow with their headers (a fraction of the limit). */

@@ -3,6 +3,7 @@
 // connect timeout. The candidate list is the pool key, so requests whose destination
 // resolved to the same allowed addresses share idle connections.
 import http from 'node:http';
+import type httpProxy from 'http-proxy';
 import type net from 'node:net';
 import ipaddr from 'ipaddr.js';
 import type { IpAddress } from '../policy/host.js';
@@ -15,6 +16,18 @@ export function poolHost(addresses: readonly IpAddress[]): string {
   return addresses.map((a) => a.toString()).join(',');
 }
 
+/**
+ * http-proxy options for the keep-alive pool's key (the allowed addresses, see poolHost).
+ * `exactPathLater`: http-proxy leaves the request path out (it would only fold `//` in it,
+ * with string work on every request), because the caller sets the exact one on the upstream
+ * request before its head is written (see exactTarget in http-handler); not for a request
+ * with an Expect field, whose head Node renders as the request is created.
+ */
+export function poolTarget(address: string, port: number, exactPathLater = false): httpProxy.ServerOptions {
+  const target = { host: address, hostname: address, port, protocol: 'http:' } as never;
+  return exactPathLater ? { target, ignorePath: true } : { target };
+}
+
 // http-proxy reports upstream trouble as errno-style errors; keep the classification dial() made.
 const ERRNO: Partial<Record<FailureKind, string>> = {
   connection_refused: 'ECONNREFUSED',
@@ -24,9 +37,34 @@ const ERRNO: Partial<Record<FailureKind, string>> = {
 
 const nodeAddRequest = (http.Agent.prototype as unknown as { addRequest(req: http.ClientRequest, options: http.ClientRequestArgs): void }).addRequest;
 
+/** The `timeout=N` of a response's Keep-Alive field, in ms, or null (raw headers: name, value, ...). */
+export function keepAliveHintMs(raw: readonly string[] | undefined): number | null {
+  if (raw === undefined) return null;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    if (name.length !== 10 || name.toLowerCase() !== 'keep-alive') continue;
+    const m = /^timeout=(\d+)/.exec(raw[i + 1]!);
+    // Node reads the first Keep-Alive field only (repeats are joined after it).
+    return m ? Number(m[1]) * 1000 : null;
+  }
+  return null;
+}
+
+/** Node's own (undocumented, stable since v0.12) halves of addRequest used by freshNext's dial. */
+interface NodeAgentInternals {
+  createSocket(req: http.ClientRequest, options: http.ClientRequestArgs, cb: (err: Error | null, socket: net.Socket) => void): void;
+}
+interface NodeRequestInternals {
+  onSocket(socket: net.Socket, err?: Error): void;
+}
+
 export class UpstreamAgent extends http.Agent {
   /** The request addRequest was last handed (see takeRequest). */
   private lastRequest: http.ClientRequest | null = null;
+  /** What the last request's socket had read before it, or -1 for a new connection (see takeReadMark). */
+  private lastReadMark = -1;
+  /** The next request gets a new connection, not an idle one (see freshNext). */
+  private fresh = false;
 
   constructor(
     private readonly connectTimeoutMs: number,
@@ -34,8 +72,49 @@ export class UpstreamAgent extends http.Agent {
     private readonly observeConnectSeconds?: (seconds: number) => void,
     /** A parent SOCKS proxy to dial through, or null. */
     private readonly via: UpstreamProxy | null = null,
+    /**
+     * An idle pooled connection is closed after this long (0: no limit of its own), or a
+     * second before the origin's own `Keep-Alive: timeout=N` when that is sooner. Sent on
+     * just as the origin times it out, a request would fail; closing first, below the usual
+     * origin keep-alive timeouts, avoids the race. (See keepSocketAlive.)
+     */
+    private readonly idleMs = 0,
   ) {
     super({ keepAlive: true, maxSockets: 512, maxFreeSockets: 64, scheduling: 'lifo' });
+  }
+
+  /**
+   * Node's keepSocketAlive, called as a connection goes back to the pool, with its idle
+   * timeout armed here rather than through the agent's `timeout` option: with that option
+   * Node also arms and clears a per-request timeout on every request (a listener and two
+   * timer updates each), and reads the origin's Keep-Alive field from the response's header
+   * object, which builds that object for every response (relayResponse works from the raw
+   * headers and never needs it). The socket's timeout stays armed while it is in use; Node's
+   * agent destroys a socket on timeout only while it is idle in the pool, and nothing
+   * listens for it otherwise. False when the origin's announced timeout leaves no time:
+   * Node then closes the connection instead of pooling it.
+   */
+  override keepSocketAlive(socket: net.Socket): boolean {
+    socket.setKeepAlive(true, (this as unknown as { keepAliveMsecs: number }).keepAliveMsecs);
+    socket.unref();
+    let timeout = this.idleMs;
+    const hint = keepAliveHintMs((socket as { _httpMessage?: { res?: http.IncomingMessage | null } | null })._httpMessage?.res?.rawHeaders);
+    if (hint !== null) {
+      // As Node does: a second early, and not kept at all when that leaves nothing.
+      const early = hint - 1000;
+      if (early <= 0) return false;
+      if (timeout === 0 || early < timeout) timeout = early;
+    }
+    if (socket.timeout !== timeout) socket.setTimeout(timeout);
+    return true;
+  }
+
+  /**
+   * The next request (a retry after a reused connection failed) is sent on a new
+   * connection: other idle connections to that origin may have been closed with it.
+   */
+  freshNext(): void {
+    this.fresh = true;
   }
 
   /**
@@ -48,6 +127,14 @@ export class UpstreamAgent extends http.Agent {
    */
   addRequest(req: http.ClientRequest, options: http.ClientRequestArgs): void {
     this.lastRequest = req;
+    this.lastReadMark = -1;
+    if (this.fresh) {
+      this.fresh = false;
+      // As Node's addRequest dials, less the maxSockets queue: a retry does not wait behind others.
+      const agent = this as unknown as NodeAgentInternals;
+      agent.createSocket(req, options, (err, socket) => (req as unknown as NodeRequestInternals).onSocket(socket, err ?? undefined));
+      return;
+    }
     const name = this.getName(options);
     const freeSockets = this.freeSockets as Record<string, net.Socket[] | undefined>;
     const free = freeSockets[name];
@@ -59,6 +146,7 @@ export class UpstreamAgent extends http.Agent {
       }
       if (free.length === 0) delete freeSockets[name];
       if (socket !== undefined) {
+        this.lastReadMark = socket.bytesRead;
         this.reuseSocket(socket, req);
         req.onSocket(socket);
         const sockets = this.sockets as Record<string, net.Socket[] | undefined>;
@@ -78,7 +166,19 @@ export class UpstreamAgent extends http.Agent {
   takeRequest(): http.ClientRequest | null {
     const req = this.lastRequest;
     this.lastRequest = null;
+    this.fresh = false;
     return req;
+  }
+
+  /**
+   * For the request takeRequest returned: how many bytes its connection had read before it
+   * was handed over, when it was an idle one reused; -1 for a new connection. A failure with
+   * nothing read since is one where the origin sent no byte of a response.
+   */
+  takeReadMark(): number {
+    const mark = this.lastReadMark;
+    this.lastReadMark = -1;
+    return mark;
   }
 
   override createConnection(options: http.ClientRequestArgs, callback?: (err: Error | null, socket: net.Socket) => void): net.Socket | undefined {
