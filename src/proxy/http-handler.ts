@@ -78,22 +78,22 @@ export function createHttpHandler(opts: HttpHandlerOptions): http.Server {
   server.emit('listening');
 
   /**
-   * Identity and policy for one request: the gate's verdict, or (identity not established,
-   * decided and recorded at once) the failure to answer with. Not an async function of its
-   * own: the common case hands the gate's promise straight on.
+   * Identity and policy for one request: the gate's verdict (identity not established is
+   * decided and recorded at once). Not an async function of its own: the gate answers IP
+   * literals without a promise, and hostnames with the one its DNS lookup needs.
    */
-  function admitRequest(conn: ForwardConn, req: http.IncomingMessage, protocol: Protocol, host: string, port: number): Promise<AdmitResult> | Failure {
+  function admitRequest(conn: ForwardConn, req: http.IncomingMessage, protocol: Protocol, host: string, port: number): AdmitResult | Promise<AdmitResult> {
     // Parsing is remembered per connection; identity and policy are decided afresh.
     const from = conn.from;
     const identity = gate.identify(conn.credentials(req.headers['proxy-authorization']), from);
     const destination = conn.destination(host);
-    if (!identity.ok) return gate.refuseIdentity(identity, protocol, from, destination, port);
+    if (!identity.ok) return { ok: false, failure: gate.refuseIdentity(identity, protocol, from, destination, port), record: null };
     return gate.admit(identity.container, protocol, from, destination, port);
   }
 
   /** admitRequest's admission, or null once `refuse` has been given the failure. */
-  async function admitted(pending: Promise<AdmitResult> | Failure, refuse: (f: Failure) => void): Promise<Admission | null> {
-    const result = pending instanceof Promise ? await pending : ({ ok: false, failure: pending } as const);
+  async function admitted(pending: AdmitResult | Promise<AdmitResult>, refuse: (f: Failure) => void): Promise<Admission | null> {
+    const result = pending instanceof Promise ? await pending : pending;
     if (result.ok) return result.admission;
     refuse(result.failure);
     return null;
@@ -122,11 +122,7 @@ export function createHttpHandler(opts: HttpHandlerOptions): http.Server {
     }
     const conn = forwardConn(req.socket);
     const pending = admitRequest(conn, req, 'http', url.host, url.port);
-    if (!(pending instanceof Promise)) {
-      respond(res, pending);
-      return;
-    }
-    const result = await pending;
+    const result = pending instanceof Promise ? await pending : pending;
     if (!result.ok) {
       respond(res, result.failure);
       return;
