@@ -196,7 +196,7 @@ function cells(r: Row): [string, string, string, string] {
         `${int(m.rss_mib)} MiB RSS`,
         '',
         '',
-        `${int(m.tunnels)} tunnels, PSS ${int(m.pss_mib)} MiB, ${m.kib_per_tunnel!.toFixed(1)} KiB/tunnel, ~${int(m.rss_10k_mib)} MiB @10k`,
+        `${int(m.tunnels)} tunnels, PSS ${int(m.pss_mib)} MiB, ${m.kib_per_tunnel!.toFixed(1)} KiB/tunnel, ~${int(m.rss_10k_mib)} MiB @10k, ${int(m.rss_before_mib)} MiB before`,
       ];
     case 'control':
       return [`${int(m.rate)}/s`, ms(m.p50_ms), ms(m.p99_ms), errs];

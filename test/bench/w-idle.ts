@@ -102,6 +102,9 @@ export async function runIdle(ctx: BenchContext): Promise<Row[]> {
       };
     };
     await sleep(1000);
+    // What the earlier workloads left resident in this same process (the control plane's
+    // peak of ~12,000 sessions from the previous repetition among them), before any tunnel.
+    const before = treeMemory(p.pid);
     const first = await open(Math.floor(n / 2));
     const half = treeMemory(p.pid);
     const second = await open(n - Math.floor(n / 2));
@@ -125,6 +128,7 @@ export async function runIdle(ctx: BenchContext): Promise<Row[]> {
       metrics: {
         tunnels: held,
         rss_mib: mem.rssMiB,
+        rss_before_mib: before.rssMiB,
         pss_mib: mem.pssMiB,
         kib_per_tunnel: perTunnelKiB,
         rss_10k_mib: mem.rssMiB + (perTunnelKiB * Math.max(0, 10_000 - held)) / 1024,
