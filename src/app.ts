@@ -30,7 +30,6 @@ import { createHttpHandler } from './proxy/http-handler.js';
 import { createProxyListener } from './proxy/listener.js';
 import { createConnectHandler } from './proxy/connect-handler.js';
 import { createApiServer } from './api/server.js';
-import { limitHeapGrowth } from './heap-growth.js';
 
 export interface SluiceOptions {
   readonly logger?: Logger;
@@ -88,7 +87,6 @@ function changeEvent(e: ChangeEvent): { container: string | null; data: Record<s
 }
 
 export async function startSluice(config: Config, options: SluiceOptions = {}): Promise<Sluice> {
-  limitHeapGrowth();
   const logger = options.logger ?? pino({ level: config.log.level, base: { service: 'sluice' } });
   const clock = options.clock ?? Date.now;
   const dataDir = resolvePath(config.data_dir);

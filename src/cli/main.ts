@@ -9,6 +9,7 @@ import type { Config, ConfigInput } from '../config/schema.js';
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, errorMessage, registerClientCommands, type CliContext, type CliIo } from './client-commands.js';
 import { registerObserveCommands } from './observe-commands.js';
 import { registerRunCommand } from './run-command.js';
+import { limitHeapGrowth } from './heap-growth.js';
 
 export type { CliIo } from './client-commands.js';
 
@@ -104,6 +105,9 @@ async function serve(opts: ServeOptions, io: CliIo): Promise<number> {
   try {
     // Loaded only here, so client subcommands start fast and never load the proxy or native SQLite.
     const { startSluice } = await import('../app.js');
+    // A process-wide V8 setting: the serving process applies it, a program embedding
+    // startSluice() keeps its own.
+    limitHeapGrowth();
     app = await startSluice(config);
   } catch (err) {
     io.err(`error: cannot start sluice: ${errorMessage(err)}`);

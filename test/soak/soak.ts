@@ -8,6 +8,7 @@
 // Prints a JSON report; exits 1 when anything is off. (test/e2e/soak-short.test.ts runs a
 // ~10 s version of the same thing in `npm test`.)
 import { parseArgs } from 'node:util';
+import { limitHeapGrowth } from '../../src/cli/heap-growth.js';
 import { runSoak, verdict } from './soak-core.js';
 
 const { values } = parseArgs({
@@ -23,6 +24,8 @@ if (!(minutes > 0) || !(workers > 0)) {
   process.exit(2);
 }
 
+// sluice runs in this process here; give it the heap setting `sluice serve` gives it.
+limitHeapGrowth();
 const report = await runSoak({ durationMs: minutes * 60_000, workers, log: (line) => console.error(`soak: ${line}`) });
 // After warm-up the heap may wander with load, but not keep growing with time.
 const problems = verdict(report, { maxHeapGrowthMiB: 48 });

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
-const MODULE = fileURLToPath(new URL('../../src/heap-growth.js', import.meta.url));
+const MODULE = fileURLToPath(new URL('../../src/cli/heap-growth.js', import.meta.url));
 
 // ~50 MiB stays alive; then 4 million objects go through a window of 300,000, so each
 // lives long enough to be promoted to the old generation and dies there.
