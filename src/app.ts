@@ -238,18 +238,11 @@ export async function startSluice(config: Config, options: SluiceOptions = {}): 
 
   const revoker = new Revoker(
     state,
-    {
-      open: function* () {
-        for (const c of openConnections.infos()) {
-          yield { id: c.id, container: c.admission.container, destination: c.admission.destination, port: c.admission.port, address: c.address };
-        }
-      },
-      close: (id, reason) => openConnections.close(id, reason),
-    },
+    { open: () => openConnections.infos(), close: (id, reason) => openConnections.close(id, reason) },
     clock,
     (c, why) => {
       metrics.revoked.inc();
-      logger.info({ connection_id: c.id, container: c.container, destination: formatHostPort(c.destination.host, c.port), why }, 'connection revoked');
+      logger.info({ connection_id: c.id, container: c.admission.container, destination: formatHostPort(c.admission.destination.host, c.admission.port), why }, 'connection revoked');
     },
   );
   control.onChange((e) => {
@@ -260,7 +253,8 @@ export async function startSluice(config: Config, options: SluiceOptions = {}): 
     // Only a change that can take access away needs the open connections re-decided: a new
     // allow rule cannot, and neither can a heartbeat (it only extends a session's life).
     if (e.type === 'session.heartbeat' || (e.type === 'rule.created' && e.rule.action === 'allow')) return;
-    revoker.schedule();
+    // Session and learning changes touch one container; a rule can touch any.
+    revoker.schedule('container' in e && e.container !== '' ? e.container : null);
   });
 
   const handlerOpts = {
@@ -340,18 +334,20 @@ export async function startSluice(config: Config, options: SluiceOptions = {}): 
   bound.socks = socksEnd;
   audit.start();
 
-  // Expiry is time-driven: each tick deletes what expired and re-decides open connections,
-  // which also catches a learning switch or a rule that simply ran out.
+  // Expiry is time-driven: each tick deletes what expired (a learning switch or a rule that
+  // ran out included), and each deletion re-decides the open connections it touches.
   let lastRetention = 0;
   const sweeper = setInterval(() => {
     const now = clock();
+    let announced = true;
     try {
       control.sweep();
       storeHealthy = true;
     } catch (err) {
       storeError('session sweep')(err);
+      announced = false;
     }
-    revoker.sweep();
+    revoker.tick(!announced);
     limiter.evictIdle(now);
     if (now - lastRetention >= 60_000) {
       lastRetention = now;

@@ -8,11 +8,11 @@ import type { PolicyState } from '../policy/state.js';
 
 export interface Revocable {
   readonly id: number;
-  readonly container: string;
-  readonly destination: Destination;
-  readonly port: number;
+  readonly admission: { readonly container: string; readonly destination: Destination; readonly port: number };
   /** The address actually dialled. */
   readonly address: string;
+  /** When it was registered (clock ms). */
+  readonly since: number;
 }
 
 export interface RevocableSet {
@@ -25,8 +25,16 @@ function whyRevoked(c: Revocable, v: Outcome | GuardedOutcome): string {
   return v.rule ? `${v.layer} rule #${v.rule.id} (deny ${v.rule.destinationPattern})` : 'no rule allows it any more';
 }
 
+/**
+ * Which connections to re-decide: every one, those of some containers (a session or
+ * learning change touches only its container), or those registered since a time.
+ */
+type Scope = { readonly all: true } | { readonly containers: ReadonlySet<string> } | { readonly since: number };
+
 export class Revoker {
-  private scheduled = false;
+  /** Changes waiting for the next pass: null when none, 'all' once one can touch every container. */
+  private pending: Set<string> | 'all' | null = null;
+  private lastTick: number | null = null;
   revokedCount = 0;
 
   constructor(
@@ -36,22 +44,47 @@ export class Revoker {
     private readonly onRevoked: (c: Revocable, why: string) => void,
   ) {}
 
-  /** Coalesces bursts of changes (e.g. a session re-post) into one pass. */
-  schedule(): void {
-    if (this.scheduled) return;
-    this.scheduled = true;
+  /**
+   * A change that may take access away: re-decides the open connections of `container` (of
+   * every container when null) on the next turn, coalescing a burst of changes into one pass.
+   */
+  schedule(container: string | null = null): void {
+    const first = this.pending === null;
+    if (container === null) this.pending = 'all';
+    else if (this.pending === null) this.pending = new Set([container]);
+    else if (this.pending !== 'all') this.pending.add(container);
+    if (!first) return;
     setImmediate(() => {
-      this.scheduled = false;
-      this.sweep();
+      const pending = this.pending;
+      this.pending = null;
+      if (pending !== null) this.sweep(pending === 'all' ? { all: true } : { containers: pending });
     });
   }
 
+  /**
+   * The periodic tick. Changes re-decide what they touch as they happen (every expiry the
+   * store sweep deletes is one), so the tick only has to catch a connection admitted before
+   * a change but registered after its pass (still dialling, say): one registered since the
+   * previous tick. Re-deciding all of them every second cost ~17% of a core with 10,000
+   * idle tunnels. `everything` is for when expiries could not be announced (the store
+   * sweep failed): decisions already treat what expired as gone, and so must the open
+   * connections.
+   */
+  tick(everything = false): void {
+    const now = this.clock();
+    const since = this.lastTick;
+    this.lastTick = now;
+    this.sweep(everything || since === null ? { all: true } : { since });
+  }
+
   /** Re-decides every open connection now. */
-  sweep(): void {
+  sweep(scope: Scope = { all: true }): void {
     const now = this.clock();
     const doomed: Array<[Revocable, string]> = [];
     for (const c of this.connections.open()) {
-      const v = recheck(this.state, c.container, c.destination, ipaddr.parse(c.address), c.port, now);
+      if ('containers' in scope ? !scope.containers.has(c.admission.container) : 'since' in scope && c.since < scope.since) continue;
+      const a = c.admission;
+      const v = recheck(this.state, a.container, a.destination, ipaddr.parse(c.address), a.port, now);
       if (v.action === 'deny') doomed.push([c, whyRevoked(c, v)]);
     }
     for (const [c, why] of doomed) {

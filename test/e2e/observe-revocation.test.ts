@@ -6,6 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
+import net from 'node:net';
 import { eventually, type TestSluice } from '../helpers/harness.js';
 import { addRule } from '../helpers/api-helpers.js';
 import { RawClient, echoFor, originFor, sleep, sluiceFor, type EchoServer, type T } from '../helpers/proxy-helpers.js';
@@ -252,4 +253,47 @@ test('a tunnel opened by host name is revoked when the address it dialled is den
   const viaName = await open(t, s, 'connect', 'by-name', sess.proxy_token, { ...e2, host: 'two.test' } as EchoServer);
   const other = await open(t, s, 'socks5', 'by-name', sess.proxy_token, { ...e3, host: 'three.test' } as EchoServer);
   await expectRevoked(s, () => addRule(s, { destination_pattern: '127.0.0.2/32', action: 'deny' }), [viaName], [other], 'dialled address denied');
+});
+
+test('a tunnel still being dialled when its session is deleted is closed once it opens', async (t) => {
+  const e2 = await echoFor(t, '127.0.0.2');
+  // A parent proxy that holds every CONNECT until released: sluice has admitted the tunnel
+  // (the parent was asked for it) but not yet registered it when the session goes away, so
+  // the pass the delete triggers cannot see it; the periodic tick must catch it.
+  let release: () => void = () => undefined;
+  const held = new Promise<void>((r) => (release = r));
+  let asked = 0;
+  const parent = net.createServer((sock) => {
+    sock.once('data', (head) => {
+      asked++;
+      const [, hostPort] = /^CONNECT (\S+) /.exec(head.toString('latin1')) ?? [];
+      const [host, port] = (hostPort ?? ':').split(':');
+      void held.then(() => {
+        const up = net.connect({ host, port: Number(port) }, () => {
+          sock.write('HTTP/1.1 200 Connection established\r\n\r\n');
+          sock.pipe(up).pipe(sock);
+        });
+        up.on('error', () => sock.destroy());
+      });
+    });
+    sock.on('error', () => undefined);
+  });
+  await new Promise<void>((r) => parent.listen(0, '127.0.0.5', r));
+  t.after(() => new Promise<void>((r) => parent.close(() => r())));
+  const parentPort = (parent.address() as net.AddressInfo).port;
+  const s = await sluiceFor(t, { config: { upstream_proxy: `http://127.0.0.5:${parentPort}`, sessions: { sweep_interval_ms: 100 } } });
+  const sess = await s.createSession({ container_name: 'late', network_rules: [allow(e2)] });
+
+  const c = await RawClient.connect(t, s.sluice.http.port);
+  c.write(`CONNECT ${e2.host}:${e2.port} HTTP/1.1\r\nHost: ${e2.host}\r\nProxy-Authorization: Basic ${Buffer.from(`late:${sess.proxy_token}`).toString('base64')}\r\n\r\n`);
+  await eventually(() => asked === 1, 2000, 'the parent to be asked for the tunnel');
+  assert.equal((await s.api('DELETE', `/api/sessions/${sess.session_id}`)).status, 200);
+  await sleep(300); // the delete's own pass has run (and found nothing open)
+  assert.deepEqual(await openConnections(s, 'late'), []);
+  release();
+  // sluice answers 200 once the parent does; then the tunnel, allowed by a session that no
+  // longer exists, is closed by the next tick rather than left open for its lifetime.
+  await c.untilClosed(3000);
+  assert.match(c.text(), /^HTTP\/1\.1 200 /);
+  assert.deepEqual(await openConnections(s, 'late'), []);
 });

@@ -307,7 +307,7 @@ test('live revocation re-applies the guard: a tunnel opened by an exact rule end
   assert.equal(recheck(w.state, 'web', parseHost('10.1.2.3'), dialled, 5432, NOW).action, 'deny');
   // The revocation says why: the range, not "no rule allows it".
   const reasons: string[] = [];
-  const open = [{ id: 1, container: 'web', destination: dest, port: 5432, address: '10.1.2.3' }];
+  const open = [{ id: 1, admission: { container: 'web', destination: dest, port: 5432 }, address: '10.1.2.3', since: NOW }];
   new Revoker(w.state, { open: () => open, close: () => true }, () => NOW, (_c, why) => reasons.push(why)).sweep();
   assert.equal(reasons.length, 1);
   assert.match(reasons[0]!, /10\.1\.2\.3 is in the private range/);
