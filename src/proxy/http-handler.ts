@@ -26,6 +26,8 @@ export interface HttpHandlerOptions {
   readonly maxHeaderBytes: number;
   /** Upstream connect latency, for the metrics histogram. */
   readonly observeConnectSeconds?: (seconds: number) => void;
+  /** A request sent again after an origin closed the reused connection it went on (see send). */
+  readonly onRetry?: () => void;
   /** A parent SOCKS proxy every allowed connection is dialled through, or null. */
   readonly upstreamProxy?: UpstreamProxy | null | undefined;
   readonly connect: ConnectHandler;
@@ -158,6 +160,7 @@ export function createHttpHandler(opts: HttpHandlerOptions): http.Server {
       if (superseded) return;
       if (mayRetry && upstream !== null && retryable(req, res, upstream, readMark, err as NodeJS.ErrnoException)) {
         superseded = true;
+        opts.onRetry?.();
         agent.freshNext();
         send(req, res, admission, url, target, false);
         return;
@@ -233,14 +236,32 @@ export function createHttpHandler(opts: HttpHandlerOptions): http.Server {
   return server;
 }
 
-/** Resolves true once `res` is the response being written on its socket; false if the client left first. */
+/** Per client socket: what its queued (pipelined) requests do if the client leaves first. */
+const leaveWaiters = new WeakMap<net.Socket, Set<() => void>>();
+
+/**
+ * Resolves true once `res` is the response being written on its socket; false if the client
+ * left first. A client may pipeline any number of requests: they share one 'close' listener
+ * per socket rather than adding one each (Node warns of a leak past ten, on stderr).
+ */
 function responseTurn(req: http.IncomingMessage, res: http.ServerResponse): Promise<boolean> {
   if (res.socket) return Promise.resolve(true);
   const socket = req.socket;
   if (socket.destroyed) return Promise.resolve(false);
+  let waiters = leaveWaiters.get(socket);
+  if (waiters === undefined) {
+    const all = new Set<() => void>();
+    waiters = all;
+    leaveWaiters.set(socket, all);
+    socket.once('close', () => {
+      leaveWaiters.delete(socket);
+      for (const w of all) w();
+    });
+  }
+  const mine = waiters;
   return new Promise((resolve) => {
     const onSocket = (): void => {
-      socket.off('close', onClose);
+      mine.delete(onClose);
       resolve(true);
     };
     const onClose = (): void => {
@@ -248,7 +269,7 @@ function responseTurn(req: http.IncomingMessage, res: http.ServerResponse): Prom
       resolve(false);
     };
     res.once('socket', onSocket);
-    socket.once('close', onClose);
+    mine.add(onClose);
   });
 }
 

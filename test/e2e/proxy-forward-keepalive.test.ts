@@ -316,6 +316,30 @@ test('pipelined requests are answered in order: a slow one, a refused one, a fas
   await registryEmpty(s, 'after the pipelined requests');
 });
 
+test('forty pipelined requests behind a slow one are all answered, without a listener-leak warning', async (t) => {
+  const origin = await originFor(t, '127.0.0.2', (req, res) => {
+    if (req.url === '/slow') setTimeout(() => res.end('slow'), 150);
+    else res.end(req.url);
+  });
+  const s = await sluiceFor(t);
+  const sess = await sessionFor(s, 'fwd-pipe-many', origin);
+  const auth = basic('fwd-pipe-many', sess.proxy_token);
+  // sluice runs in this process: a warning it causes is emitted here (and printed to stderr).
+  const warnings: string[] = [];
+  const onWarning = (w: Error): void => void warnings.push(`${w.name}: ${w.message}`);
+  process.on('warning', onWarning);
+  t.after(() => process.off('warning', onWarning));
+  const c = await RawClient.connect(t, s.sluice.http.port);
+  let burst = get(origin.authority, '/slow', auth);
+  for (let i = 0; i < 40; i++) burst += get(origin.authority, `/n${i}`, auth);
+  c.write(burst);
+  assert.equal((await c.takeResponse()).body, 'slow');
+  for (let i = 0; i < 40; i++) assert.equal((await c.takeResponse()).body, `/n${i}`);
+  await sleep(50); // process warnings are emitted on a later tick
+  assert.deepEqual(warnings, []);
+  await registryEmpty(s, 'after the pipelined requests');
+});
+
 test('a forwarded request closed by the operator while the origin holds its answer: the client is cut and the close recorded', async (t) => {
   let release!: () => void;
   const held = new Promise<void>((r) => (release = r));
