@@ -264,6 +264,7 @@ export async function startSluice(config: Config, options: SluiceOptions = {}): 
     upstreamIdleMs: config.timeouts.upstream_idle_ms,
     handshakeTimeoutMs: config.timeouts.handshake_ms,
     observeConnectSeconds: (seconds: number) => metrics.connectSeconds.observe(seconds),
+    onRetry: () => metrics.forwardRetries.inc(),
     upstreamProxy: config.upstream_proxy ?? null,
   };
   const connect = createConnectHandler(handlerOpts);

@@ -27,6 +27,7 @@ export class Metrics {
   readonly connectSeconds: Histogram;
   readonly decisionSeconds: Histogram;
   readonly revoked: Counter;
+  readonly forwardRetries: Counter;
 
   constructor(sources: MetricSources) {
     const r = this.registry;
@@ -72,6 +73,11 @@ export class Metrics {
       registers: [r],
     });
     this.revoked = new Counter({ name: 'sluice_connections_revoked_total', help: 'Open connections closed because access was withdrawn', registers: [r] });
+    this.forwardRetries = new Counter({
+      name: 'sluice_forward_retries_total',
+      help: 'Forwarded requests sent again on a new connection because the origin closed the reused one before answering',
+      registers: [r],
+    });
     const gauge = (name: string, help: string, read: () => number): void => {
       new Gauge({
         name,

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import type net from 'node:net';
 import { eventually, type TestSluice } from '../helpers/harness.js';
 import { basic, rawOriginFor, RawClient, sluiceFor, type T } from '../helpers/proxy-helpers.js';
-import { decisions } from '../helpers/observe-helpers.js';
+import { decisions, metric, metricsText } from '../helpers/observe-helpers.js';
 
 const OK = 'HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok';
 
@@ -70,6 +70,8 @@ test('a GET sent on a pooled connection the origin closes as it arrives is retri
       ['allow', 'completed', null],
     ],
   );
+  // Operators see how often the pool met a closing origin.
+  assert.equal(metric(await metricsText(s), 'sluice_forward_retries_total'), 1);
 });
 
 for (const method of ['POST', 'PUT']) {
