@@ -28,7 +28,7 @@ export interface HttpHandlerOptions {
   readonly observeConnectSeconds?: (seconds: number) => void;
   /** A request sent again after an origin closed the reused connection it went on (see send). */
   readonly onRetry?: () => void;
-  /** A parent SOCKS proxy every allowed connection is dialled through, or null. */
+  /** A parent proxy (SOCKS or HTTP) every allowed connection is dialled through, or null. */
   readonly upstreamProxy?: UpstreamProxy | null | undefined;
   readonly connect: ConnectHandler;
 }

@@ -13,7 +13,7 @@ export interface TunnelDeps {
   readonly connectTimeoutMs: number;
   /** Upstream connect latency, for the metrics histogram. */
   readonly observeConnectSeconds?: ((seconds: number) => void) | undefined;
-  /** A parent SOCKS proxy every allowed connection is dialled through, or null. */
+  /** A parent proxy (SOCKS or HTTP) every allowed connection is dialled through, or null. */
   readonly upstreamProxy?: UpstreamProxy | null | undefined;
 }
 

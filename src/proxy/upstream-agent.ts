@@ -70,7 +70,7 @@ export class UpstreamAgent extends http.Agent {
     private readonly connectTimeoutMs: number,
     /** Told how long each new upstream connection took (the connect latency histogram). */
     private readonly observeConnectSeconds?: (seconds: number) => void,
-    /** A parent SOCKS proxy to dial through, or null. */
+    /** A parent proxy (SOCKS or HTTP) to dial through, or null. */
     private readonly via: UpstreamProxy | null = null,
     /**
      * An idle pooled connection is closed after this long (0: no limit of its own), or a

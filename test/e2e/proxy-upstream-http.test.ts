@@ -7,34 +7,10 @@ import { rmSync } from 'node:fs';
 import net from 'node:net';
 import { Writable } from 'node:stream';
 import pino from 'pino';
-import { curl, eventually, startTestSluice, tempDir, type TestSluice } from '../helpers/harness.js';
-import { connectVia, decisions, mapResolver } from '../helpers/observe-helpers.js';
+import { curl, startTestSluice, tempDir } from '../helpers/harness.js';
+import { connectVia, decisions } from '../helpers/observe-helpers.js';
+import { chain, parentDecisions } from '../helpers/upstream-helpers.js';
 import { RawClient, basic, closedPort, getOverTunnel, originFor, proxyUrl, sluiceFor, socks5, socks5Raw, socksConnect, type T } from '../helpers/proxy-helpers.js';
-
-/** origin on 127.0.0.2 <- parent sluice (container `edge`, allowed only the origin) <- child over http://. */
-async function chain(t: T, credentials?: string) {
-  const origin = await originFor(t);
-  const parent = await sluiceFor(t);
-  const edge = await parent.createSession({ container_name: 'edge', network_rules: [{ destination_pattern: '127.0.0.2', port_pattern: String(origin.port) }] });
-  const child = await sluiceFor(t, {
-    resolver: mapResolver({ 'app.test': '127.0.0.2', 'other.test': '127.0.0.3' }),
-    config: { upstream_proxy: `http://${credentials ?? `edge:${edge.proxy_token}`}@127.0.0.1:${parent.sluice.http.port}` },
-  });
-  const session = await child.createSession({
-    container_name: 'build-1',
-    network_rules: [
-      { destination_pattern: 'app.test', port_pattern: '*' },
-      { destination_pattern: 'other.test', port_pattern: '*' },
-    ],
-  });
-  return { parent, child, token: session.proxy_token, origin };
-}
-
-async function parentDecisions(parent: TestSluice, n: number) {
-  let rows: Awaited<ReturnType<typeof decisions>> = [];
-  await eventually(async () => (rows = await decisions(parent, { container: 'edge' })).length >= n, 3000, `${n} parent decisions`);
-  return rows;
-}
 
 /** A parent that reads each CONNECT's header block and lets `answer` reply on the raw socket. */
 async function rawParent(t: T, answer: (sock: net.Socket, head: string) => void): Promise<{ port: number; heads: string[] }> {
@@ -84,25 +60,10 @@ function capturingLogger(): { logger: pino.Logger; lines: string[] } {
   return { logger: pino({ level: 'debug' }, sink), lines };
 }
 
-test('CONNECT through the child reaches the origin via an HTTP parent, which is asked for the checked address', async (t) => {
-  const { parent, child, token, origin } = await chain(t);
-  const { c, res } = await connectVia(t, child, 'build-1', token, `app.test:${origin.port}`);
-  assert.equal(res.status, 200, res.body);
-  c.write(`GET /chained HTTP/1.1\r\nHost: app.test:${origin.port}\r\nConnection: close\r\n\r\n`);
-  await c.takeThrough('GET /chained');
-  assert.equal(origin.requests.length, 1);
-  // The parent saw a CONNECT to the address the child resolved and checked, not the name.
-  const [seen] = await parentDecisions(parent, 1);
-  assert.equal(seen!.protocol, 'connect');
-  assert.equal(seen!.destination, '127.0.0.2');
-  assert.equal(seen!.decision, 'allow');
-  const [mine] = await decisions(child, { container: 'build-1' });
-  assert.equal(mine!.destination, 'app.test');
-  assert.equal(mine!.address, '127.0.0.2');
-});
+// CONNECT through an HTTP parent, with the parent's audit checked: test/e2e/proxy-upstream.test.ts.
 
 test('SOCKS5 clients and forwarded http:// requests go through the HTTP parent too', async (t) => {
-  const { parent, child, token, origin } = await chain(t);
+  const { parent, child, token, origin } = await chain(t, 'http');
   const v5 = await socksConnect(child.sluice.socks.port, { host: 'app.test', port: origin.port }, { type: 5, userId: 'build-1', password: token });
   assert.match(await getOverTunnel(v5.socket, `app.test:${origin.port}`, '/socks5'), /GET \/socks5/);
   const url = `http://app.test:${origin.port}`;
@@ -117,25 +78,11 @@ test('SOCKS5 clients and forwarded http:// requests go through the HTTP parent t
   assert.equal(origin.requests.length, 3);
 });
 
-test("the parent's refusals reach the client with the parent named and its credentials nowhere", async (t) => {
-  // The parent's policy refuses 127.0.0.3 (403).
-  const { parent, child, token } = await chain(t);
-  const refused = await connectVia(t, child, 'build-1', token, 'other.test:80');
-  assert.equal(refused.res.status, 502, refused.res.body);
-  assert.match(refused.res.headers['proxy-status'] ?? '', /upstream proxy http:\/\/127\.0\.0\.1:\d+ could not connect to 127\.0\.0\.3:80 \(403 Forbidden\)/);
-  const [denied] = await parentDecisions(parent, 1);
-  assert.equal(denied!.decision, 'deny');
-  assert.equal(denied!.destination, '127.0.0.3');
-  const { rep } = await socks5Raw(t, child.sluice.socks.port, 'build-1', token, socks5.domain('other.test', 80));
-  assert.notEqual(rep, 0);
+// The parent's policy refusing and a refused connection behind it: proxy-upstream.test.ts.
 
-  // Nothing listening behind the parent: its Proxy-Status says connection_refused, and so does the child.
-  const dead = await closedPort('127.0.0.2');
+test("a parent that refuses sluice's credentials (407) is named, and the credentials appear nowhere", async (t) => {
+  const parent = await sluiceFor(t);
   await parent.createSession({ container_name: 'edge', network_rules: [{ destination_pattern: '127.0.0.2', port_pattern: '*' }] });
-  const gone = await connectVia(t, child, 'build-1', token, `app.test:${dead}`);
-  assert.equal(gone.res.status, 502);
-  assert.match(gone.res.headers['proxy-status'] ?? '', /error=connection_refused; details="upstream proxy .* \(502 Bad Gateway, connection_refused\)"/);
-
   // Wrong and missing credentials (407).
   const origin = await originFor(t);
   for (const [credentials, expected] of [

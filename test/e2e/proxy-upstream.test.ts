@@ -1,70 +1,39 @@
-// Chaining to a parent SOCKS proxy (`upstream_proxy`). The parent is a second sluice: its
-// audit trail shows exactly what the child asked it for, and its policy can refuse.
+// Chaining to a parent proxy (`upstream_proxy`), SOCKS mostly (the HTTP parent's own cases
+// are in proxy-upstream-http.test.ts). The parent is a second sluice: its audit trail shows
+// exactly what the child asked it for, and its policy can refuse.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import type http from 'node:http';
 import { configSchema } from '../../src/config/schema.js';
-import { curl, eventually, startTestSluice, tempDir, type TestSluice } from '../helpers/harness.js';
-import { connectVia, decisions, mapResolver } from '../helpers/observe-helpers.js';
+import { curl, eventually, startTestSluice, tempDir } from '../helpers/harness.js';
+import { connectVia, decisions } from '../helpers/observe-helpers.js';
+import { chain, parentDecisions } from '../helpers/upstream-helpers.js';
 import { RawClient, basic, closedPort, halfClosingOriginFor, getOverTunnel, originFor, proxyUrl, sluiceFor, socks5, socks5Raw, socksConnect, type T } from '../helpers/proxy-helpers.js';
 
-interface Chain {
-  parent: TestSluice;
-  child: TestSluice;
-  token: string;
-  origin: { host: string; port: number; authority: string; requests: http.IncomingMessage[] };
-}
-
-/**
- * origin on 127.0.0.2 <- parent (container `edge`, allowed only the origin) <- child
- * (container `build-1`, allowed app.test -> 127.0.0.2, and 127.0.0.3 which the parent refuses).
- */
-async function chain(t: T, parentUser = 'edge'): Promise<Chain> {
-  const origin = await originFor(t);
-  const parent = await sluiceFor(t);
-  const edge = await parent.createSession({ container_name: 'edge', network_rules: [{ destination_pattern: '127.0.0.2', port_pattern: String(origin.port) }] });
-  const child = await sluiceFor(t, {
-    resolver: mapResolver({ 'app.test': '127.0.0.2', 'other.test': '127.0.0.3' }),
-    config: { upstream_proxy: `socks5://${parentUser}:${edge.proxy_token}@127.0.0.1:${parent.sluice.socks.port}` },
+for (const [scheme, protocol] of [['socks5', 'socks5'], ['http', 'connect']] as const) {
+  test(`CONNECT through the child reaches the origin via a ${scheme}:// parent, which is asked for the checked address`, async (t) => {
+    const { parent, child, token, origin } = await chain(t, scheme);
+    const { c, res } = await connectVia(t, child, 'build-1', token, `app.test:${origin.port}`);
+    assert.equal(res.status, 200, res.body);
+    c.write(`GET /chained HTTP/1.1\r\nHost: app.test:${origin.port}\r\nConnection: close\r\n\r\n`);
+    await c.takeThrough('GET /chained');
+    assert.equal(origin.requests.length, 1);
+    // The parent was asked for the address the child resolved and checked, not the name.
+    const [seen] = await parentDecisions(parent, 1);
+    assert.equal(seen!.protocol, protocol);
+    assert.equal(seen!.destination, '127.0.0.2');
+    assert.equal(seen!.decision, 'allow');
+    // The child's own audit is unchanged by chaining: the name the client asked for, allowed.
+    const [mine] = await decisions(child, { container: 'build-1' });
+    assert.equal(mine!.destination, 'app.test');
+    assert.equal(mine!.address, '127.0.0.2');
   });
-  const session = await child.createSession({
-    container_name: 'build-1',
-    network_rules: [
-      { destination_pattern: 'app.test', port_pattern: '*' },
-      { destination_pattern: 'other.test', port_pattern: '*' },
-    ],
-  });
-  return { parent, child, token: session.proxy_token, origin };
 }
-
-async function parentDecisions(parent: TestSluice, n: number) {
-  let rows: Awaited<ReturnType<typeof decisions>> = [];
-  await eventually(async () => (rows = await decisions(parent, { container: 'edge' })).length >= n, 3000, `${n} parent decisions`);
-  return rows;
-}
-
-test('CONNECT through the child reaches the origin via the parent, which is asked for the checked address', async (t) => {
-  const { parent, child, token, origin } = await chain(t);
-  const { c, res } = await connectVia(t, child, 'build-1', token, `app.test:${origin.port}`);
-  assert.equal(res.status, 200, res.body);
-  c.write(`GET /chained HTTP/1.1\r\nHost: app.test:${origin.port}\r\nConnection: close\r\n\r\n`);
-  await c.takeThrough('GET /chained');
-  assert.equal(origin.requests.length, 1);
-  // The parent saw a SOCKS5 CONNECT to the address the child resolved and checked, not the name.
-  const [seen] = await parentDecisions(parent, 1);
-  assert.equal(seen!.protocol, 'socks5');
-  assert.equal(seen!.destination, '127.0.0.2');
-  assert.equal(seen!.decision, 'allow');
-  // The child's own audit is unchanged by chaining: the name the client asked for, allowed.
-  const [mine] = await decisions(child, { container: 'build-1' });
-  assert.equal(mine!.destination, 'app.test');
-  assert.equal(mine!.address, '127.0.0.2');
-});
 
 test('SOCKS5 and SOCKS4 clients are chained too', async (t) => {
-  const { parent, child, token, origin } = await chain(t);
+  const { parent, child, token, origin } = await chain(t, 'socks5');
   const v5 = await socksConnect(child.sluice.socks.port, { host: 'app.test', port: origin.port }, { type: 5, userId: 'build-1', password: token });
   assert.match(await getOverTunnel(v5.socket, `app.test:${origin.port}`, '/socks5'), /GET \/socks5/);
   const v4 = await socksConnect(child.sluice.socks.port, { host: 'app.test', port: origin.port }, { type: 4, userId: `build-1:${token}` });
@@ -73,7 +42,7 @@ test('SOCKS5 and SOCKS4 clients are chained too', async (t) => {
 });
 
 test('forwarded http:// requests go through the parent and reuse one pooled connection', async (t) => {
-  const { parent, child, token, origin } = await chain(t);
+  const { parent, child, token, origin } = await chain(t, 'socks5');
   const url = `http://app.test:${origin.port}`;
   const r = await curl(['-x', proxyUrl(child.sluice.http.port, 'build-1', token), `${url}/one`, `${url}/two`]);
   assert.equal(r.code, 0, r.stderr);
@@ -86,7 +55,7 @@ test('forwarded http:// requests go through the parent and reuse one pooled conn
 });
 
 test("a destination the child denies never reaches the parent", async (t) => {
-  const { parent, child, token } = await chain(t);
+  const { parent, child, token } = await chain(t, 'socks5');
   const { res } = await connectVia(t, child, 'build-1', token, '127.0.0.9:80');
   assert.equal(res.status, 403);
   // Give a wrongly forwarded attempt time to show up before asserting its absence.
@@ -94,27 +63,35 @@ test("a destination the child denies never reaches the parent", async (t) => {
   assert.equal((await decisions(parent)).length, 0);
 });
 
-test('refusals and failures past the child are reported to the client with the parent named', async (t) => {
-  const { parent, child, token, origin } = await chain(t);
-  // The parent's policy refuses 127.0.0.3.
-  const refused = await connectVia(t, child, 'build-1', token, 'other.test:80');
-  assert.equal(refused.res.status, 502, refused.res.body);
-  assert.match(refused.res.headers['proxy-status'] ?? '', /upstream proxy socks5:\/\/127\.0\.0\.1:\d+ could not connect to 127\.0\.0\.3:80 \(NotAllowed\)/);
-  const [denied] = await parentDecisions(parent, 1);
-  assert.equal(denied!.decision, 'deny');
-  // SOCKS5 clients get a failure reply, not a hang.
-  const { rep } = await socks5Raw(t, child.sluice.socks.port, 'build-1', token, socks5.domain('other.test', 80));
-  assert.notEqual(rep, 0);
-  // Nothing listening behind the parent: the parent's "connection refused" reaches the client as one.
-  const dead = await closedPort('127.0.0.2');
-  await parent.createSession({ container_name: 'edge', network_rules: [{ destination_pattern: '127.0.0.2', port_pattern: '*' }] });
-  const gone = await connectVia(t, child, 'build-1', token, `app.test:${dead}`);
-  assert.equal(gone.res.status, 502);
-  assert.match(gone.res.headers['proxy-status'] ?? '', /error=connection_refused; details="upstream proxy .* \(ConnectionRefused\)"/);
-  // ... and the chain still serves the next client.
-  const ok = await connectVia(t, child, 'build-1', token, `app.test:${origin.port}`);
-  assert.equal(ok.res.status, 200);
-});
+for (const [scheme, refusedBy, refusedConn] of [
+  ['socks5', '(NotAllowed)', '(ConnectionRefused)'],
+  ['http', '(403 Forbidden)', '(502 Bad Gateway, connection_refused)'],
+] as const) {
+  test(`refusals and failures past the child are reported to the client with the ${scheme}:// parent named`, async (t) => {
+    const { parent, child, token, origin } = await chain(t, scheme);
+    // The parent's policy refuses 127.0.0.3.
+    const refused = await connectVia(t, child, 'build-1', token, 'other.test:80');
+    assert.equal(refused.res.status, 502, refused.res.body);
+    assert.ok((refused.res.headers['proxy-status'] ?? '').includes(`upstream proxy ${scheme}://127.0.0.1:`), refused.res.headers['proxy-status']);
+    assert.ok((refused.res.headers['proxy-status'] ?? '').includes(`could not connect to 127.0.0.3:80 ${refusedBy}`), refused.res.headers['proxy-status']);
+    const [denied] = await parentDecisions(parent, 1);
+    assert.equal(denied!.decision, 'deny');
+    assert.equal(denied!.destination, '127.0.0.3');
+    // SOCKS5 clients get a failure reply, not a hang.
+    const { rep } = await socks5Raw(t, child.sluice.socks.port, 'build-1', token, socks5.domain('other.test', 80));
+    assert.notEqual(rep, 0);
+    // Nothing listening behind the parent: the parent's "connection refused" reaches the client as one.
+    const dead = await closedPort('127.0.0.2');
+    await parent.createSession({ container_name: 'edge', network_rules: [{ destination_pattern: '127.0.0.2', port_pattern: '*' }] });
+    const gone = await connectVia(t, child, 'build-1', token, `app.test:${dead}`);
+    assert.equal(gone.res.status, 502);
+    assert.match(gone.res.headers['proxy-status'] ?? '', /error=connection_refused; details="upstream proxy /);
+    assert.ok((gone.res.headers['proxy-status'] ?? '').includes(`${refusedConn}"`), gone.res.headers['proxy-status']);
+    // ... and the chain still serves the next client.
+    const ok = await connectVia(t, child, 'build-1', token, `app.test:${origin.port}`);
+    assert.equal(ok.res.status, 200);
+  });
+}
 
 test('an unreachable parent or wrong credentials give a 502 that names the parent, and sluice keeps serving', async (t) => {
   const origin = await originFor(t);
