@@ -6,7 +6,7 @@ import type net from 'node:net';
 import { openTunnel, sourceAddresses } from './clients.js';
 import { targetLabel, type BenchContext } from './context.js';
 import { share } from './pool.js';
-import { hardNofile, sleep, treeMemory } from './procs.js';
+import { hardNofile, sleep, treeMemory, withTreeCpu } from './procs.js';
 import type { Dest, Hop, Row } from './targets.js';
 
 export interface IdleOpenParams {
@@ -109,6 +109,9 @@ export async function runIdle(ctx: BenchContext): Promise<Row[]> {
     const half = treeMemory(p.pid);
     const second = await open(n - Math.floor(n / 2));
     const mem = treeMemory(p.pid);
+    // What holding them costs: the proxy's CPU while every tunnel is silent (its timers and
+    // periodic sweeps over open connections are all that runs).
+    const idleCpu = await withTreeCpu(p.pid, () => sleep(ctx.opts.quick ? 2000 : 5000));
     const closed = await ctx.pool.runAll<{ closed: number; dropped: number }>('idle-close', () => null, 30_000);
     const opened = first.opened + second.opened;
     const errors = first.errors + second.errors;
@@ -135,9 +138,9 @@ export async function runIdle(ctx: BenchContext): Promise<Row[]> {
         open_rate: opened / ((first.ms + second.ms) / 1000),
       },
       genCpuPct: Math.max(first.genCpuPct, second.genCpuPct),
-      proxyCpuPct: null,
-      proxySysPct: null,
-      machineCpuPct: null,
+      proxyCpuPct: idleCpu.cpuPct,
+      proxySysPct: idleCpu.sysPct,
+      machineCpuPct: idleCpu.machinePct,
       notes,
     });
     await sleep(1000);

@@ -18,6 +18,7 @@ interface BenchRow {
   target: string;
   proxy: string;
   metrics: Record<string, number>;
+  proxyCpuPct: number | null;
 }
 
 test('npm run bench runs every data-plane and control workload, prints the table and writes the JSON', { timeout: 150_000 }, async () => {
@@ -59,6 +60,7 @@ test('npm run bench runs every data-plane and control workload, prints the table
   assert.ok(metric('bulk', 'sluice CONNECT', 'mibps') > 0);
   assert.ok(metric('forward', 'sluice HTTP', 'rate') > 0);
   assert.equal(metric('idle', 'sluice CONNECT', 'tunnels'), 100);
+  assert.equal(typeof row('idle', 'sluice CONNECT').proxyCpuPct, 'number', 'the CPU it takes to hold idle tunnels');
   assert.ok(metric('control', 'session create (10 rules)', 'rate') > 0);
   // The targets block names every target of issue 4, met or not.
   assert.ok(report.targets.length >= 8, JSON.stringify(report.targets));
