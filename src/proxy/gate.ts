@@ -119,7 +119,7 @@ export class Gate {
 
   /** Records and returns the failure for a connection whose identity was not established. */
   refuseIdentity(identity: Identity & { ok: false }, protocol: Protocol, clientAddress: string, host: string | Destination, port: number): Failure {
-    this.opts.onDecision(this.record(protocol, clientAddress, null, null, auditHost(host), port, null, 'deny', 'identity_required', null));
+    this.note(protocol, clientAddress, null, null, auditHost(host), port, null, 'deny', 'identity_required', null);
     return identityFailure(identity.reason === 'missing' ? 'identity_required' : 'identity_invalid');
   }
 
@@ -285,8 +285,7 @@ export class Gate {
     // Limits count attempts, denied ones included: hammering denied destinations is load too.
     const slot = this.opts.limiter.acquire(container, this.limitsFor(subject));
     if (!slot.ok) {
-      const record = this.record(protocol, clientAddress, container, sessionId, auditHost(rawHost), port, null, 'deny', 'limit', null);
-      this.opts.onDecision(record);
+      const record = this.note(protocol, clientAddress, container, sessionId, auditHost(rawHost), port, null, 'deny', 'limit', null);
       const detail = slot.why === 'keys' ? 'too many distinct containers are connecting; refusing new ones' : `container ${container} is over its ${slot.why === 'rate' ? 'new-connection rate' : 'concurrent-connection'} limit`;
       return { ok: false, failure: { kind: 'limited', detail, retryAfterSeconds: slot.retryAfterSeconds }, record };
     }
@@ -334,25 +333,6 @@ export class Gate {
     }
   }
 
-  /** Builds a decision's record and hands it to the sinks. */
-  private note(
-    protocol: Protocol,
-    clientAddress: string,
-    container: string,
-    sessionId: string | null,
-    host: string,
-    port: number,
-    address: string | null,
-    decision: 'allow' | 'deny',
-    reason: DecisionReason,
-    outcome: Outcome | null,
-    verdict: Verdict | null,
-  ): DecisionRecord {
-    const record = this.record(protocol, clientAddress, container, sessionId, host, port, address, decision, reason, outcome, verdict);
-    this.opts.onDecision(record);
-    return record;
-  }
-
   private limitsFor(subject: Subject): LimitSettings {
     const own = subject.session?.record.limits;
     if (!own) return this.opts.defaultLimits;
@@ -362,7 +342,8 @@ export class Gate {
     };
   }
 
-  private record(
+  /** Builds a decision's record and hands it to the sinks (the audit trail, metrics, events). */
+  private note(
     protocol: Protocol,
     clientAddress: string,
     container: string | null,
@@ -375,7 +356,7 @@ export class Gate {
     outcome: Outcome | null,
     verdict: Verdict | null = null,
   ): DecisionRecord {
-    return {
+    const record: DecisionRecord = {
       id: this.opts.nextDecisionId(),
       time: this.opts.clock(),
       protocol,
@@ -392,5 +373,7 @@ export class Gate {
       learning: verdict?.learning ?? null,
       wouldBe: verdict?.wouldBe ?? null,
     };
+    this.opts.onDecision(record);
+    return record;
   }
 }

@@ -95,7 +95,7 @@ export function createHttpHandler(opts: HttpHandlerOptions): http.Server {
 
   /** admitRequest's admission, or null once `refuse` has been given the failure. */
   async function admitted(pending: AdmitResult | Promise<AdmitResult>, refuse: (f: Failure) => void): Promise<Admission | null> {
-    const result = pending instanceof Promise ? await pending : pending;
+    const result = await pending;
     if (result.ok) return result.admission;
     refuse(result.failure);
     return null;
@@ -288,9 +288,10 @@ function toUpstream(req: http.IncomingMessage, url: { authority: string; path: s
  * Puts the request target back as the client sent it, on the upstream request http-proxy
  * just created: its path join folds `//` into `/`, which changes what the origin serves (and
  * breaks signed URLs); forwarded requests have it leave the path out altogether (see
- * poolTarget), so this is where their path is set. Node writes the request line from `path` when the head is first sent,
- * which is later (when http-proxy's pipe ends or writes the body); a request with an Expect
- * field is the exception (Node writes its head at once), and keeps http-proxy's path.
+ * poolTarget), so this is where their path is set. Node writes the request line from `path`
+ * when the head is first sent, which is later (when http-proxy's pipe ends or writes the
+ * body); a request with an Expect field is the exception (Node writes its head at once),
+ * and keeps http-proxy's path.
  */
 function exactTarget(upstream: http.ClientRequest, path: string): void {
   if (upstream.path !== path) upstream.path = path;

@@ -109,7 +109,8 @@ export function refusalOf(parent: HttpParent, status: number, headers: ReadonlyM
   return { kind, detail: `upstream proxy ${parent.label} could not connect to ${target} (${said}${error})` };
 }
 
-export type HttpViaResult = { ok: true; socket: net.Socket } | { ok: false; failure: Failure };
+/** A connection through a parent proxy, its handshake done, or why there is none. */
+export type ViaResult = { ok: true; socket: net.Socket } | { ok: false; failure: Failure };
 
 function connectRequest(parent: HttpParent, target: string): string {
   const auth = parent.authorization === null ? '' : `Proxy-Authorization: ${parent.authorization}\r\n`;
@@ -124,12 +125,12 @@ function connectRequest(parent: HttpParent, target: string): string {
  * one). The bytes that followed the parent's header block (a server that speaks first may
  * have sent them in the same read as the 200) are put back at the front of its stream.
  */
-export function connectViaHttp(parent: HttpParent, target: string, timeoutMs: number): Promise<HttpViaResult> {
+export function connectViaHttp(parent: HttpParent, target: string, timeoutMs: number): Promise<ViaResult> {
   return new Promise((resolve) => {
     const socket = net.connect({ host: parent.host, port: parent.port, noDelay: true });
     let buffered: Buffer = Buffer.alloc(0);
     let settled = false;
-    const settle = (r: HttpViaResult): void => {
+    const settle = (r: ViaResult): void => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);

@@ -10,7 +10,7 @@ import ipaddr from 'ipaddr.js';
 import { formatHostPort, normaliseIp, type IpAddress } from '../policy/host.js';
 import type { Failure } from './outcomes.js';
 import type { SelfGuard } from './self-guard.js';
-import { connectViaHttp, type HttpParent } from './upstream-http.js';
+import { connectViaHttp, type HttpParent, type ViaResult } from './upstream-http.js';
 
 /** A parent SOCKS proxy: the socks package does its handshake. */
 export interface SocksParent {
@@ -110,8 +110,6 @@ function failureOf(err: Error, via: SocksParent, target: string): Failure {
   }
   return { kind: 'connect_error', detail: `upstream proxy ${via.label} failed: ${message}` };
 }
-
-export type ViaResult = { ok: true; socket: net.Socket } | { ok: false; failure: Failure };
 
 /**
  * Bytes the parent relayed in the same read as its CONNECT reply (a server that speaks

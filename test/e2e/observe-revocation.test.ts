@@ -11,6 +11,7 @@ import { eventually, type TestSluice } from '../helpers/harness.js';
 import { addRule } from '../helpers/api-helpers.js';
 import { RawClient, echoFor, originFor, sleep, sluiceFor, type EchoServer, type T } from '../helpers/proxy-helpers.js';
 import { clientOf, connectTunnel, decisionById, openConnections, roundTrip, socksTunnel } from '../helpers/observe-helpers.js';
+import { rawParent } from '../helpers/upstream-helpers.js';
 
 interface Tunnel {
   readonly c: RawClient;
@@ -262,31 +263,22 @@ test('a tunnel still being dialled when its session is deleted is closed once it
   // the pass the delete triggers cannot see it; the periodic tick must catch it.
   let release: () => void = () => undefined;
   const held = new Promise<void>((r) => (release = r));
-  let asked = 0;
-  const parent = net.createServer((sock) => {
-    sock.once('data', (head) => {
-      asked++;
-      const [, hostPort] = /^CONNECT (\S+) /.exec(head.toString('latin1')) ?? [];
-      const [host, port] = (hostPort ?? ':').split(':');
-      void held.then(() => {
-        const up = net.connect({ host, port: Number(port) }, () => {
-          sock.write('HTTP/1.1 200 Connection established\r\n\r\n');
-          sock.pipe(up).pipe(sock);
-        });
-        up.on('error', () => sock.destroy());
+  const parent = await rawParent(t, (sock, head) => {
+    const [, host, port] = /^CONNECT ([\d.]+):(\d+) /.exec(head) ?? [];
+    void held.then(() => {
+      const up = net.connect({ host, port: Number(port) }, () => {
+        sock.write('HTTP/1.1 200 Connection established\r\n\r\n');
+        sock.pipe(up).pipe(sock);
       });
+      up.on('error', () => sock.destroy());
     });
-    sock.on('error', () => undefined);
   });
-  await new Promise<void>((r) => parent.listen(0, '127.0.0.5', r));
-  t.after(() => new Promise<void>((r) => parent.close(() => r())));
-  const parentPort = (parent.address() as net.AddressInfo).port;
-  const s = await sluiceFor(t, { config: { upstream_proxy: `http://127.0.0.5:${parentPort}`, sessions: { sweep_interval_ms: 100 } } });
+  const s = await sluiceFor(t, { config: { upstream_proxy: `http://127.0.0.1:${parent.port}`, sessions: { sweep_interval_ms: 100 } } });
   const sess = await s.createSession({ container_name: 'late', network_rules: [allow(e2)] });
 
   const c = await RawClient.connect(t, s.sluice.http.port);
   c.write(`CONNECT ${e2.host}:${e2.port} HTTP/1.1\r\nHost: ${e2.host}\r\nProxy-Authorization: Basic ${Buffer.from(`late:${sess.proxy_token}`).toString('base64')}\r\n\r\n`);
-  await eventually(() => asked === 1, 2000, 'the parent to be asked for the tunnel');
+  await eventually(() => parent.heads.length === 1, 2000, 'the parent to be asked for the tunnel');
   assert.equal((await s.api('DELETE', `/api/sessions/${sess.session_id}`)).status, 200);
   await sleep(300); // the delete's own pass has run (and found nothing open)
   assert.deepEqual(await openConnections(s, 'late'), []);

@@ -9,37 +9,8 @@ import { Writable } from 'node:stream';
 import pino from 'pino';
 import { curl, startTestSluice, tempDir } from '../helpers/harness.js';
 import { connectVia, decisions } from '../helpers/observe-helpers.js';
-import { chain, parentDecisions } from '../helpers/upstream-helpers.js';
+import { chain, parentDecisions, rawParent } from '../helpers/upstream-helpers.js';
 import { RawClient, basic, closedPort, getOverTunnel, originFor, proxyUrl, sluiceFor, socks5, socks5Raw, socksConnect, type T } from '../helpers/proxy-helpers.js';
-
-/** A parent that reads each CONNECT's header block and lets `answer` reply on the raw socket. */
-async function rawParent(t: T, answer: (sock: net.Socket, head: string) => void): Promise<{ port: number; heads: string[] }> {
-  const heads: string[] = [];
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((sock) => {
-    sockets.add(sock);
-    sock.on('close', () => sockets.delete(sock));
-    sock.on('error', () => undefined);
-    let text = '';
-    const onData = (d: Buffer): void => {
-      text += d.toString('latin1');
-      if (!text.includes('\r\n\r\n')) return;
-      sock.off('data', onData);
-      heads.push(text);
-      answer(sock, text);
-    };
-    sock.on('data', onData);
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  t.after(
-    () =>
-      new Promise<void>((r) => {
-        for (const s of sockets) s.destroy();
-        server.close(() => r());
-      }),
-  );
-  return { port: (server.address() as net.AddressInfo).port, heads };
-}
 
 /** A child whose parent is `parentPort` over http://, with a session of build-1 allowed 127.0.0.2 on any port. */
 async function childOf(t: T, parentUrl: string, opts: { logger?: pino.Logger } = {}) {
